@@ -1,0 +1,1 @@
+"""Storage and broker backends behind small interfaces (see `base`)."""

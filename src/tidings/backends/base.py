@@ -1,0 +1,136 @@
+"""The interfaces every storage and broker backend implements, with their contracts.
+
+One shared contract suite (`tests/backends/contract.py`) runs against every
+implementation; a backend is correct when it passes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from tidings.core.model import Appended, Conflict, Draft, Event, Message, Role, SessionInfo
+
+
+class NotFound(Exception):
+    """The session (or message) does not exist."""
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached or failed; the request may be retried later."""
+
+
+class EventStore(Protocol):
+    """The durable, ordered log of every session, and the rows derived from it.
+
+    Contract:
+
+    * **Order.** `append` gives the session's next `seq` (1, 2, 3, … with no gap), inside
+      one transaction with the event's row and every derived row (members, messages,
+      session title/status/version). Appends to one session are totally ordered; there is
+      no order across sessions.
+    * **Durability.** When `append` returns, the event is committed (for SQLite, WAL with
+      `synchronous=FULL`: it survives power loss). Concurrent appends may share one
+      transaction and one fsync (group commit); each still gets its own result.
+    * **Idempotency.** At most one event per `(session, client_id)`: appending a draft
+      whose `client_id` is already in the session's log appends nothing and returns the
+      original event with `duplicate=True`, even if the draft differs.
+    * **Compare-and-set.** A draft with `base_version` is appended only if the session's
+      version equals it; otherwise nothing is appended and `Conflict(version)` is returned.
+      The duplicate check comes first: a retried CAS that had succeeded returns its
+      original event, not a conflict.
+    * **Derived rows.** `member.added`/`member.removed` change the members; a
+      `session.updated` changes title and status (fields in `data.changes`) and moves the
+      version on by one; `message.*` events maintain the message rows that `messages()`
+      and `message()` read.
+    * **Reads** see every committed append and never a partial one.
+    * Unknown session: `NotFound`. Backend failure: `StoreUnavailable`.
+    """
+
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema when the database is empty."""
+
+    async def close(self) -> None:
+        """Finish in-flight appends and release every resource."""
+
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` unless the store answers (for `/readyz`)."""
+
+    async def create_session(
+        self, session_id: str, *, title: str, agent: str, owner: str
+    ) -> SessionInfo:
+        """Create a session with `owner` as its owner (and a `member.added` event, seq 1)."""
+
+    async def get_session(self, session_id: str) -> SessionInfo:
+        """The session's row, or `NotFound`."""
+
+    async def list_sessions(self, user: str) -> list[SessionInfo]:
+        """The sessions `user` is a member of, newest first."""
+
+    async def members(self, session_id: str) -> dict[str, Role]:
+        """Members of the session and their roles."""
+
+    async def role(self, session_id: str, user: str) -> Role | None:
+        """`user`'s role in the session, or None when not a member (NotFound if no session)."""
+
+    async def append(self, session_id: str, draft: Draft) -> Appended | Conflict:
+        """Append one event (see the contract above)."""
+
+    async def read(self, session_id: str, after: int, limit: int | None = None) -> list[Event]:
+        """Events with `seq > after`, in `seq` order, at most `limit`."""
+
+    async def head(self, session_id: str) -> int:
+        """The session's last `seq` (0 for none)."""
+
+    async def messages(
+        self, session_id: str, *, before: int | None = None, limit: int = 50
+    ) -> list[Message]:
+        """Messages created at a `seq < before` (all when None), newest first."""
+
+    async def message(self, session_id: str, message_id: str) -> Message:
+        """One message, or `NotFound`. A streaming message carries its partial content."""
+
+    async def save_partial(self, session_id: str, message_id: str, content: str) -> None:
+        """Record the content streamed so far of a `streaming` message (not an event)."""
+
+    async def streaming_messages(self) -> list[tuple[str, str]]:
+        """`(session_id, message_id)` of every message still `streaming` (for recovery)."""
+
+
+#: A broker delivers `(session_id, seq, frame)`: `seq` is None for ephemeral frames.
+BrokerHandler = Callable[[str, int | None, str], None]
+
+
+class Broker(Protocol):
+    """Carries news of committed events and ephemeral frames between nodes.
+
+    Contract:
+
+    * The broker is **not** a source of order or truth: the store is. A delivered event
+      frame carries its `seq`; a node that sees a gap reads the store. A broker may lose
+      or repeat messages (a node must tolerate both); the in-process broker does neither.
+    * `publish` delivers `frame` to every handler subscribed to `session_id` on every
+      node, the publishing node included, in the order publish was called on one node.
+    * Handlers are called on the event loop and must not block.
+    * `frame` is already-encoded JSON text: it is encoded once, by the publisher.
+    """
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise unless the broker answers (for `/readyz`)."""
+
+    async def subscribe(self, session_id: str, handler: BrokerHandler) -> None:
+        """Deliver the session's frames to `handler` from now on."""
+
+    async def unsubscribe(self, session_id: str, handler: BrokerHandler) -> None: ...
+
+    async def publish(self, session_id: str, seq: int | None, frame: str) -> None: ...
+
+
+Clock = Callable[[], int]
+"""Unix time in milliseconds. Injected everywhere time matters, so tests can steer it."""
+
+AsyncCallback = Callable[[], Awaitable[None]]

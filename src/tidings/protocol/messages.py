@@ -1,0 +1,259 @@
+"""Every frame of protocol v1 as a typed struct, with parsing and serialization.
+
+Parsing is two-step on purpose: the JSON text is decoded to plain values first, so that a
+request whose fields are wrong can still be answered with an `error` carrying its `id` as
+`re`; then each object is converted to its struct, and msgspec's message says exactly
+which field is wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from tidings.protocol.codes import ErrorCode, ProtocolError
+
+#: Nesting allowed inside a request's `data` (metadata, changes). Deeper is `bad_request`.
+MAX_DATA_DEPTH: Final = 16
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+RequestId = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+
+
+# ---------------------------------------------------------------- client → server
+
+
+class Request(msgspec.Struct, tag_field="type", kw_only=True):
+    """Base of every request a client sends."""
+
+
+class Connect(Request, tag="connect"):
+    id: RequestId
+    token: str | None = None
+    client: str | None = None
+
+
+class Refresh(Request, tag="refresh"):
+    id: RequestId
+    token: str
+
+
+class Subscribe(Request, tag="subscribe"):
+    id: RequestId
+    session: Id
+    after: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class Unsubscribe(Request, tag="unsubscribe"):
+    id: RequestId
+    session: Id
+
+
+class Send(Request, tag="send"):
+    id: RequestId
+    session: Id
+    client_id: Id
+    kind: Name
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Signal(Request, tag="signal"):
+    session: Id
+    name: Name
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    id: RequestId | None = None
+
+
+class Cancel(Request, tag="cancel"):
+    id: RequestId
+    session: Id
+    message_id: Id
+
+
+class Ping(Request, tag="ping"):
+    id: RequestId
+
+
+REQUEST_TYPES: Final[dict[str, type[Request]]] = {
+    "connect": Connect,
+    "refresh": Refresh,
+    "subscribe": Subscribe,
+    "unsubscribe": Unsubscribe,
+    "send": Send,
+    "signal": Signal,
+    "cancel": Cancel,
+    "ping": Ping,
+}
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True when `value` nests containers deeper than `limit` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth >= limit:
+                return True
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            if depth >= limit:
+                return True
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+_json_decoder: Final = msgspec.json.Decoder()
+
+
+def parse_object(obj: Any) -> Request:
+    """Convert one decoded JSON value to its request struct, or raise `ProtocolError`."""
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a frame must hold a JSON object or array")
+    raw_id = obj.get("id")
+    re = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else None
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "missing field `type`", re=re)
+    cls = REQUEST_TYPES.get(kind)
+    if cls is None:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown type {kind[:40]!r}", re=re)
+    data = obj.get("data")
+    if data is not None and _depth_exceeds(data, MAX_DATA_DEPTH):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"`data` nests deeper than {MAX_DATA_DEPTH} levels", re=re
+        )
+    try:
+        return msgspec.convert(obj, cls)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc), re=re) from None
+
+
+def parse_frame(frame: str | bytes) -> list[Request | ProtocolError]:
+    """Parse one text frame: a single request or a JSON array of them (a batch).
+
+    Never raises: each object becomes its struct or the `ProtocolError` to answer it with,
+    so one bad request in a batch does not spoil the others.
+    """
+    try:
+        value = _json_decoder.decode(frame)
+    except (msgspec.DecodeError, RecursionError):
+        return [ProtocolError(ErrorCode.BAD_REQUEST, "malformed JSON or nested too deeply")]
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        return [ProtocolError(ErrorCode.BAD_REQUEST, "empty batch")]
+    out: list[Request | ProtocolError] = []
+    for item in items:
+        try:
+            out.append(parse_object(item))
+        except ProtocolError as err:
+            out.append(err)
+    return out
+
+
+# ---------------------------------------------------------------- server → client
+
+
+class Reply(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
+    """Base of every frame the server sends."""
+
+
+class Connected(Reply, tag="connected"):
+    re: int
+    user: str
+    conn: str
+    heartbeat_ms: int
+    server_time: int
+    protocol: int = 1
+
+
+class Ok(Reply, tag="ok"):
+    re: int
+
+
+class Subscribed(Reply, tag="subscribed"):
+    re: int
+    session: str
+    seq: int
+    # `snapshot` is always present (null when resuming), so it is encoded explicitly.
+    snapshot: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+    recovered: bool | None = None
+
+
+class Ack(Reply, tag="ack"):
+    re: int | None
+    session: str
+    client_id: str
+    seq: int
+    event_id: str
+    duplicate: bool
+
+
+class Pong(Reply, tag="pong"):
+    re: int
+    server_time: int
+
+
+class Error(Reply, tag="error"):
+    code: str
+    message: str
+    re: int | None = None
+    session: str | None = None
+    retry_after_ms: int | None = None
+    version: int | None = None
+
+
+class Presence(Reply, tag="presence"):
+    session: str
+    online: list[str]
+
+
+class SignalOut(Reply, tag="signal"):
+    session: str
+    name: str
+    data: dict[str, Any]
+    # `from` is a Python keyword, so the field has another name in Python.
+    sender: str = msgspec.field(name="from")
+
+
+class Stream(Reply, tag="stream"):
+    session: str
+    message_id: str
+    offset: int
+    text: str
+
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+def encode(reply: Reply | msgspec.Struct | dict[str, Any]) -> str:
+    """Serialize one frame to JSON text (a str: WebSocket text frames are str in ASGI)."""
+    return _encoder.encode(reply).decode()
+
+
+def encode_bytes(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+def error_from(err: ProtocolError) -> Error:
+    """The `error` frame that answers a `ProtocolError`."""
+    extra = err.extra
+    session = extra.get("session")
+    retry = extra.get("retry_after_ms")
+    version = extra.get("version")
+    return Error(
+        code=str(err.code),
+        message=err.message,
+        re=err.re,
+        session=session if isinstance(session, str) else None,
+        retry_after_ms=retry if isinstance(retry, int) else None,
+        version=version if isinstance(version, int) else None,
+    )
+
+
+def batch(frames: list[str]) -> str:
+    """Join already-encoded frames into one frame: a JSON array (or the frame itself)."""
+    if len(frames) == 1:
+        return frames[0]
+    return "[" + ",".join(frames) + "]"
