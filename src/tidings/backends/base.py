@@ -97,8 +97,9 @@ class EventStore(Protocol):
         """`(session_id, message_id)` of every message still `streaming` (for recovery)."""
 
 
-#: A broker delivers `(session_id, seq, frame)`: `seq` is None for ephemeral frames.
-BrokerHandler = Callable[[str, int | None, str], None]
+#: A broker delivers `(session_id, seq, frame, origin)`: `seq` is None for ephemeral
+#: frames; `origin` is the connection id that must not receive the frame (a signal's sender).
+BrokerHandler = Callable[[str, int | None, bytes, str | None], None]
 
 
 class Broker(Protocol):
@@ -112,7 +113,7 @@ class Broker(Protocol):
     * `publish` delivers `frame` to every handler subscribed to `session_id` on every
       node, the publishing node included, in the order publish was called on one node.
     * Handlers are called on the event loop and must not block.
-    * `frame` is already-encoded JSON text: it is encoded once, by the publisher.
+    * `frame` is already-encoded JSON (UTF-8 bytes): it is encoded once, by the publisher.
     """
 
     async def start(self) -> None: ...
@@ -127,7 +128,14 @@ class Broker(Protocol):
 
     async def unsubscribe(self, session_id: str, handler: BrokerHandler) -> None: ...
 
-    async def publish(self, session_id: str, seq: int | None, frame: str) -> None: ...
+    def publish(
+        self, session_id: str, seq: int | None, frame: bytes, origin: str | None = None
+    ) -> None:
+        """Publish without waiting: frames leave in call order (per node); never blocks.
+
+        Local handlers may be called before this returns (the in-process broker does);
+        a networked broker queues the frame and sends it in the background.
+        """
 
 
 Clock = Callable[[], int]

@@ -1,0 +1,77 @@
+"""Build the ASGI app and run it: FastAPI for HTTP, the lean `WebSocket` class for `/v1/ws`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+import tidings
+from tidings.server import http
+from tidings.server.config import Config
+from tidings.server.node import Node
+
+log = logging.getLogger("tidings.app")
+
+WEB_DIR = Path(tidings.__file__).parent / "web"
+
+
+def create_app(config: Config, node: Node | None = None) -> FastAPI:
+    node = node or Node(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await node.start()
+        try:
+            yield
+        finally:
+            await node.close()
+
+    app = FastAPI(
+        title="Tidings",
+        version=tidings.__version__,
+        summary="Real-time session server for collaborative AI chat (protocol v1). "
+        "The WebSocket endpoint is GET /v1/ws; see docs/protocol.md.",
+        lifespan=lifespan,
+    )
+    app.state.node = node
+    http.install(app)
+    if (WEB_DIR / "index.html").exists():
+        app.mount("/web", StaticFiles(directory=WEB_DIR, html=True), name="web")
+
+        @app.get("/", include_in_schema=False)
+        async def root() -> Response:
+            return RedirectResponse("/web/")
+
+    return app
+
+
+def uvicorn_config(config: Config, app: FastAPI) -> uvicorn.Config:
+    node: Node = app.state.node
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        http="httptools",
+        loop="uvloop",
+        ws=node.ws_protocol(),
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        server_header=False,
+        proxy_headers=True,
+    )
+
+
+def run(config: Config) -> None:
+    """Serve until SIGTERM/SIGINT: stop accepting, close sockets with 1001, exit 0."""
+    app = create_app(config)
+    server = uvicorn.Server(uvicorn_config(config, app))
+    server.run()

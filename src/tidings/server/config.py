@@ -1,0 +1,122 @@
+"""Run-time settings, read from `TIDINGS_*` environment variables (each also a `serve` flag)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    database_url: str = "sqlite:///tidings.db"
+    redis_url: str | None = None
+    jwt_secret: str = ""
+    jwt_algorithm: str = "HS256"
+    jwt_public_key: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    #: Browser origins allowed to open WebSockets; same-origin and no Origin always are.
+    allowed_origins: tuple[str, ...] = ()
+    agent: str = "echo"
+    echo_delay_ms: int = 20
+    rate_limit: float = 20.0
+    rate_burst: int = 40
+    max_frame: int = 65536
+    queue_bytes: int = 1_048_576
+    heartbeat_ms: int = 30_000
+    connect_timeout_ms: int = 10_000
+    max_subscriptions: int = 100
+    agent_concurrency: int = 32
+    agent_timeout_s: float = 120.0
+    #: Rate-limited requests within `rate_window_ms` that make the server close with 4008.
+    rate_strikes: int = 50
+    rate_window_ms: int = 10_000
+    log_level: str = "info"
+    #: Extra settings passed to agent factories (the whole environment, by default).
+    settings: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: True when `jwt_secret` was made up at start because none was configured.
+    generated_secret: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Config:
+        """Build from `TIDINGS_<FIELD>` variables; `overrides` (serve flags) win."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in ("settings", "generated_secret"):
+                continue
+            raw = env.get(f"TIDINGS_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["settings"] = dict(env)
+        return cls(**values)
+
+    @property
+    def needs_secret(self) -> bool:
+        return not self.jwt_secret and self.jwt_algorithm.upper().startswith("HS")
+
+
+#: Where `serve` keeps the key it made up when none was configured, so that `tidings token`
+#: run in the same folder signs tokens the server accepts.
+SECRET_FILE = "tidings.secret"
+
+
+def with_local_secret(config: Config, *, create: bool) -> Config:
+    """Fill in a missing HS256 key from ./tidings.secret, making the file when `create`."""
+    if not config.needs_secret:
+        return config
+    path = Path(SECRET_FILE)
+    if path.exists():
+        secret = path.read_text().strip()
+    elif create:
+        secret = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+    else:
+        raise ValueError(
+            "no TIDINGS_JWT_SECRET set and no ./tidings.secret yet: set the variable, "
+            "or run `tidings serve` here once"
+        )
+    return replace(config, jwt_secret=secret, generated_secret=True)
+
+
+_INTS = {
+    "port",
+    "echo_delay_ms",
+    "rate_burst",
+    "max_frame",
+    "queue_bytes",
+    "heartbeat_ms",
+    "connect_timeout_ms",
+    "max_subscriptions",
+    "agent_concurrency",
+    "rate_strikes",
+    "rate_window_ms",
+}
+_FLOATS = {"rate_limit", "agent_timeout_s"}
+
+
+def _convert(name: str, raw: str) -> Any:
+    try:
+        if name in _INTS:
+            return int(raw)
+        if name in _FLOATS:
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"TIDINGS_{name.upper()} must be a number, not {raw!r}") from None
+    if name == "allowed_origins":
+        return _split(raw)
+    return raw

@@ -1,0 +1,271 @@
+"""One client connection of `/v1/ws`: the protocol's rules over one socket.
+
+Frames arrive from `WebSocket.on_message` and are answered in order. Requests that need
+the store (subscribe, send, cancel) run on a worker task that exists only while there is
+such work; a `send` leaves the worker as soon as its append is queued, so a client may
+pipeline many sends while each is acknowledged once durable, in the order it was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from tidings.core.ratelimit import Strikes, TokenBucket
+from tidings.protocol import messages as wire
+from tidings.protocol.codes import CloseCode, ErrorCode, ProtocolError
+from tidings.protocol.state import ConnectionStateMachine, Input, Outcome
+
+if TYPE_CHECKING:
+    from tidings.server.node import Node
+    from tidings.server.websocket import WebSocket
+
+log = logging.getLogger("tidings.connection")
+
+
+def _now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class Connection:
+    def __init__(self, node: Node, socket: WebSocket, *, header_token: str | None) -> None:
+        config = node.config
+        self.node = node
+        self.socket = socket
+        self.id = node.new_conn_id()
+        self.user: str | None = None
+        self.header_token = header_token
+        self.machine = ConnectionStateMachine()
+        self.subscriptions: set[str] = set()
+        self.closed = False
+        self.bucket = TokenBucket(config.rate_limit, config.rate_burst)
+        self.strikes = Strikes(config.rate_strikes, config.rate_window_ms)
+        self._backlog: deque[wire.Request] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+        self._connect_timer: asyncio.TimerHandle | None = loop.call_later(
+            config.connect_timeout_ms / 1000, self._connect_timeout
+        )
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        node.connections.add(self)
+        node.metrics.connections.inc()
+
+    # ------------------------------------------------------------ output
+
+    def reply(self, frame: wire.Reply) -> None:
+        self.socket.push(wire.encode_bytes(frame))
+
+    def error(self, err: ProtocolError) -> None:
+        self.node.metrics.errors.labels(code=str(err.code)).inc()
+        self.reply(wire.error_from(err))
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        self.socket.flush()
+        self.socket.close(code, reason)
+
+    def apply(self, input: str, *, re: int | None = None, message: str | None = None) -> bool:
+        """Feed the state machine and carry out its verdict; True when accepted."""
+        verdict = self.machine.on(input)
+        if verdict.outcome is Outcome.ACCEPT:
+            return True
+        if verdict.error is not None:
+            self.error(ProtocolError(verdict.error, message or verdict.message, re=re))
+        if verdict.outcome is Outcome.CLOSE and verdict.close_code is not None:
+            if verdict.close_code == CloseCode.SLOW_CONSUMER:
+                self.socket.close(verdict.close_code, verdict.message)  # queue is dropped
+            else:
+                self.close(verdict.close_code, message or verdict.message)
+        return False
+
+    # ------------------------------------------------------------ input
+
+    def on_message(self, data: bytes) -> None:
+        for item in wire.parse_frame(data):
+            if isinstance(item, ProtocolError):
+                self.error(item)
+            else:
+                self._handle(item)
+
+    def _handle(self, request: wire.Request) -> None:
+        tag = type(request).__struct_config__.tag
+        if not self.apply(str(tag), re=_re(request)):
+            return
+        try:
+            if isinstance(request, wire.Ping):
+                self.reply(wire.Pong(re=request.id, server_time=self.node.clock()))
+            elif isinstance(request, wire.Signal):
+                self._rate_check(request)
+                self.node.signal(self, request.session, request.name, request.data)
+            elif isinstance(request, wire.Unsubscribe):
+                self.node.unsubscribe(self, request.session)
+                self.reply(wire.Ok(re=request.id))
+            else:
+                if isinstance(request, wire.Send):
+                    self._rate_check(request)
+                elif isinstance(request, wire.Subscribe):
+                    self._subscription_check(request)
+                self._backlog.append(request)
+                if self._worker is None:
+                    self._worker = asyncio.get_running_loop().create_task(self._work())
+        except ProtocolError as err:
+            if err.re is None:
+                err.re = _re(request)
+            self.error(err)
+        except _Closed:
+            pass
+
+    def _rate_check(self, request: wire.Send | wire.Signal) -> None:
+        wait_ms = self.bucket.take(_now_ms())
+        if wait_ms:
+            self.node.metrics.rate_limited.inc()
+            if self.strikes.hit(_now_ms()):
+                self.apply(Input.RATE_ABUSE, re=request.id)
+                raise _Closed
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                "too many requests; slow down",
+                re=request.id,
+                extra={"retry_after_ms": wait_ms},
+            )
+
+    def _subscription_check(self, request: wire.Subscribe) -> None:
+        limit = self.node.config.max_subscriptions
+        if request.session not in self.subscriptions and len(self.subscriptions) >= limit:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, f"at most {limit} subscriptions per connection"
+            )
+
+    async def _work(self) -> None:
+        try:
+            while self._backlog and not self.closed:
+                request = self._backlog.popleft()
+                try:
+                    await self._run(request)
+                except ProtocolError as err:
+                    if err.re is None:
+                        err.re = _re(request)
+                    self.error(err)
+                except Exception:
+                    log.exception("request %s failed", type(request).__name__)
+                    self.error(ProtocolError(ErrorCode.INTERNAL, "internal error",
+                                             re=_re(request)))
+        finally:
+            self._worker = None
+
+    async def _run(self, request: wire.Request) -> None:
+        node = self.node
+        if isinstance(request, wire.Connect):
+            await self._connect(request)
+        elif isinstance(request, wire.Refresh):
+            await self._refresh(request)
+        elif isinstance(request, wire.Subscribe):
+            if request.session in self.subscriptions:
+                node.unsubscribe(self, request.session)
+            await node.subscribe(self, request.session, request.after, request.id)
+        elif isinstance(request, wire.Send):
+            # Queue the append in arrival order, then leave the ack to its own task so the
+            # next request can go on while this one is made durable.
+            task = asyncio.get_running_loop().create_task(self._send(request))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            await asyncio.sleep(0)
+        elif isinstance(request, wire.Cancel):
+            assert self.user is not None
+            await node.cancel(self.user, request.session, request.message_id)
+            self.reply(wire.Ok(re=request.id))
+
+    async def _send(self, request: wire.Send) -> None:
+        assert self.user is not None
+        try:
+            ack = await self.node.send(
+                self.user,
+                request.session,
+                client_id=request.client_id,
+                kind=request.kind,
+                data=request.data,
+            )
+        except ProtocolError as err:
+            err.re = request.id
+            self.error(err)
+            return
+        except Exception:
+            log.exception("send failed")
+            self.error(ProtocolError(ErrorCode.INTERNAL, "internal error", re=request.id))
+            return
+        self.reply(wire.Ack(re=request.id, session=ack.session, client_id=ack.client_id,
+                            seq=ack.seq, event_id=ack.event_id, duplicate=ack.duplicate))
+
+    # ------------------------------------------------------------ auth
+
+    async def _connect(self, request: wire.Connect) -> None:
+        try:
+            claims = await self.node.authenticate(request.token or self.header_token)
+        except ProtocolError as err:
+            self.apply(Input.CONNECT_FAILED, re=request.id, message=err.message)
+            return
+        if not self.apply(Input.CONNECT_OK):
+            return
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+            self._connect_timer = None
+        self.user = claims.user
+        self._arm_expiry(claims.exp)
+        config = self.node.config
+        self.reply(wire.Connected(re=request.id, user=claims.user, conn=self.id,
+                                  heartbeat_ms=config.heartbeat_ms,
+                                  server_time=self.node.clock()))
+
+    async def _refresh(self, request: wire.Refresh) -> None:
+        claims = await self.node.authenticate(request.token)
+        if claims.user != self.user:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "a refreshed token must be for the "
+                                "same user")
+        self._arm_expiry(claims.exp)
+        self.reply(wire.Ok(re=request.id))
+
+    def _arm_expiry(self, exp_s: int) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        delay = max(0.0, exp_s - time.time())
+        self._expiry_timer = asyncio.get_running_loop().call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        self._expiry_timer = None
+        self.apply(Input.TOKEN_EXPIRED)
+
+    def _connect_timeout(self) -> None:
+        self._connect_timer = None
+        self.apply(Input.CONNECT_TIMEOUT, message="no successful connect within the time limit")
+
+    # ------------------------------------------------------------ end
+
+    def subscription_ended(self, session_id: str, why: str) -> None:
+        self.node.unsubscribe(self, session_id)
+        self.error(ProtocolError(ErrorCode.FORBIDDEN, why, extra={"session": session_id}))
+
+    def on_closed(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.machine.on(Input.CLOSED)
+        for timer in (self._connect_timer, self._expiry_timer):
+            if timer is not None:
+                timer.cancel()
+        self._connect_timer = self._expiry_timer = None
+        if self._worker is not None:
+            self._worker.cancel()
+        self._backlog.clear()
+        self.node.metrics.connections.dec()
+        self.node.connection_closed(self)
+
+
+class _Closed(Exception):
+    """Raised inside request handling when the request closed the connection."""
+
+
+def _re(request: wire.Request) -> int | None:
+    return getattr(request, "id", None)

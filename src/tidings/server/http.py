@@ -1,0 +1,198 @@
+"""The HTTP API under `/v1`: the same semantics as the WebSocket path, for fallback and
+back-ends. Every route calls the node, as the WebSocket connections do."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+
+from tidings.core.model import Role
+from tidings.core.ratelimit import TokenBucket
+from tidings.protocol.codes import HTTP_STATUS, ErrorCode, ProtocolError
+from tidings.server.node import Node
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(value), status_code=status, media_type="application/json")
+
+
+def error_response(err: ProtocolError) -> Response:
+    body: dict[str, Any] = {"code": str(err.code), "message": err.message}
+    body.update({k: v for k, v in err.extra.items() if v is not None})
+    headers = {}
+    if err.code == ErrorCode.RATE_LIMITED and "retry_after_ms" in err.extra:
+        headers["Retry-After"] = str(max(1, int(err.extra["retry_after_ms"]) // 1000 + 1))
+    return Response(
+        _encoder.encode({"error": body}),
+        status_code=HTTP_STATUS[err.code],
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+class CreateSession(BaseModel):
+    title: str = Field(default="", max_length=200)
+    agent: str | None = Field(default=None, max_length=200)
+
+
+class AddMember(BaseModel):
+    user: str = Field(min_length=1, max_length=128)
+    role: Role = Role.MEMBER
+
+
+class SendBody(BaseModel):
+    client_id: str = Field(min_length=1, max_length=128)
+    kind: str = Field(min_length=1, max_length=64)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+def _node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+async def current_user(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> str:
+    node = _node(request)
+    token = None
+    if authorization and authorization.lower().startswith("bearer "):
+        token = authorization[7:].strip()
+    claims = await node.authenticate(token)
+    return claims.user
+
+
+User = Annotated[str, Depends(current_user)]
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(prefix="/v1")
+    buckets: dict[str, TokenBucket] = {}
+
+    def rate_check(node: Node, user: str) -> None:
+        bucket = buckets.get(user)
+        if bucket is None:
+            if len(buckets) > 100_000:
+                buckets.clear()
+            bucket = buckets[user] = TokenBucket(node.config.rate_limit, node.config.rate_burst)
+        wait_ms = bucket.take(time.monotonic_ns() // 1_000_000)
+        if wait_ms:
+            node.metrics.rate_limited.inc()
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED, "too many requests; slow down",
+                extra={"retry_after_ms": wait_ms},
+            )
+
+    @router.post("/sessions", status_code=201, summary="Create a session; you become its owner")
+    async def create_session(body: CreateSession, request: Request, user: User) -> Response:
+        info = await _node(request).create_session(user, title=body.title, agent=body.agent)
+        return json_response(info, 201)
+
+    @router.get("/sessions", summary="The sessions you are a member of")
+    async def list_sessions(request: Request, user: User) -> Response:
+        sessions = await _node(request).store.list_sessions(user)
+        return json_response({"sessions": sessions})
+
+    @router.get("/sessions/{session_id}", summary="A session with its snapshot")
+    async def get_session(session_id: str, request: Request, user: User) -> Response:
+        info, seq, snapshot = await _node(request).snapshot(user, session_id)
+        return json_response({"session": info, "seq": seq, "snapshot": snapshot})
+
+    @router.post("/sessions/{session_id}/members", status_code=201, summary="Add a member")
+    async def add_member(
+        session_id: str, body: AddMember, request: Request, user: User
+    ) -> Response:
+        event = await _node(request).add_member(user, session_id, body.user, body.role)
+        return json_response({"user": body.user, "role": body.role, "seq": event.seq}, 201)
+
+    @router.delete("/sessions/{session_id}/members/{member}", summary="Remove a member")
+    async def remove_member(session_id: str, member: str, request: Request, user: User) -> Response:
+        event = await _node(request).remove_member(user, session_id, member)
+        return json_response({"user": member, "seq": event.seq})
+
+    @router.post("/sessions/{session_id}/events", summary="Send (same as the `send` frame)")
+    async def send(session_id: str, body: SendBody, request: Request, user: User) -> Response:
+        node = _node(request)
+        rate_check(node, user)
+        ack = await node.send(
+            user, session_id, client_id=body.client_id, kind=body.kind, data=body.data
+        )
+        return json_response(ack)
+
+    @router.get("/sessions/{session_id}/events", summary="Events after a seq; long-poll")
+    async def events(
+        session_id: str,
+        request: Request,
+        user: User,
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        wait: Annotated[float, Query(ge=0, le=60)] = 0,
+    ) -> Response:
+        found, seq = await _node(request).events(
+            user, session_id, after=after, limit=limit, wait=wait
+        )
+        return json_response({"events": found, "seq": seq})
+
+    @router.get("/sessions/{session_id}/messages", summary="Older messages, newest first")
+    async def messages(
+        session_id: str,
+        request: Request,
+        user: User,
+        before: Annotated[int | None, Query(ge=1)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> Response:
+        node = _node(request)
+        from tidings.core.rules import Action
+
+        await node.require(session_id, user, Action.READ)
+        found = await node.store.messages(session_id, before=before, limit=limit)
+        return json_response({"messages": found})
+
+    @router.get("/sessions/{session_id}/messages/{message_id}", summary="One message")
+    async def message(session_id: str, message_id: str, request: Request, user: User) -> Response:
+        return json_response(await _node(request).message(user, session_id, message_id))
+
+    return router
+
+
+def install(app: FastAPI) -> None:
+    """Add the `/v1` routes, health and metrics, and the error shapes of the protocol."""
+    app.include_router(build_router())
+
+    @app.exception_handler(ProtocolError)
+    async def on_protocol_error(request: Request, exc: ProtocolError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = f"{first.get('msg', 'invalid request')} at {where}" if where else "invalid"
+        return error_response(ProtocolError(ErrorCode.BAD_REQUEST, message))
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz", summary="Readiness: store and broker reachable")
+    async def readyz(request: Request) -> Response:
+        node = _node(request)
+        try:
+            await node.store.ping()
+            await node.broker.ping()
+        except Exception as exc:
+            return json_response({"status": "unavailable", "reason": type(exc).__name__}, 503)
+        return json_response({"status": "ready"})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics(request: Request) -> Response:
+        return Response(
+            _node(request).metrics.render(), media_type="text/plain; version=0.0.4"
+        )

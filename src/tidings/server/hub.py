@@ -1,0 +1,221 @@
+"""The local fan-out: session → subscribed connections on this node.
+
+Every event reaches the hub through the broker as already-encoded bytes and is pushed, as
+those same bytes, onto each subscriber's queue: encoded once, whatever the fan-out, and
+never awaiting a receiver. The hub keeps each active session's state folded from its
+events (for snapshots and roles) and delivers events strictly in `seq` order: a frame that
+arrives ahead of a gap waits while the missing events are read from the store, so a lost
+or late broker message costs latency, never order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from tidings.core.fold import SessionState
+from tidings.core.model import SessionInfo
+from tidings.core.model import Event, Kind
+from tidings.core.ordering import OrderingBuffer
+from tidings.protocol import messages as wire
+
+if TYPE_CHECKING:
+    from tidings.server.connection import Connection
+    from tidings.server.node import Node
+
+log = logging.getLogger("tidings.hub")
+
+_event_decoder = msgspec.json.Decoder(Event)
+
+#: How long an unused session channel stays warm (its folded state kept) after its last
+#: subscriber leaves, so a client that resubscribes at once does not refold the log.
+IDLE_GRACE_S = 30.0
+
+
+def fold_session(info: SessionInfo, events: list[Event]) -> SessionState:
+    """Fold a session's log, starting from its row (the title is set at creation)."""
+    state = SessionState(info.id)
+    state.title = info.title
+    for event in events:
+        state.apply(event)
+    return state
+
+
+class Channel:
+    """One session's local subscribers and its folded state, in `seq` order."""
+
+    def __init__(self, hub: Hub, session_id: str) -> None:
+        self.hub = hub
+        self.session_id = session_id
+        self.state: SessionState = SessionState(session_id)
+        self.agent = "none"
+        self.order: OrderingBuffer[tuple[int, bytes]] = OrderingBuffer()
+        #: Live subscribers, in subscription order (a dict used as an ordered set).
+        self.live: dict[Connection, None] = {}
+        #: Subscribers catching up from the store, with the frames that arrived meanwhile.
+        self.pending: dict[Connection, list[tuple[int, bytes]]] = {}
+        #: Long-poll waiters: woken at the next delivered event.
+        self.waiters: list[asyncio.Future[None]] = []
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.early: list[tuple[int | None, bytes, str | None]] = []
+        self.gap_task: asyncio.Task[None] | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def seq(self) -> int:
+        return self.state.seq
+
+    def in_use(self) -> bool:
+        return bool(self.live or self.pending or self.waiters)
+
+    # Called by the broker (possibly before `ready`): must not block.
+    def on_frame(self, session_id: str, seq: int | None, frame: bytes, origin: str | None) -> None:
+        if not self.ready.done():
+            self.early.append((seq, frame, origin))
+            return
+        if seq is None:
+            self._deliver_ephemeral(frame, origin)
+            return
+        for item_seq, item in self.order.push(seq, (seq, frame)):
+            self._deliver(item_seq, item)
+        if self.order.gap is not None and self.gap_task is None:
+            self.gap_task = asyncio.get_running_loop().create_task(self._fill_gap())
+
+    def _deliver_ephemeral(self, frame: bytes, origin: str | None) -> None:
+        for conn in self.live:
+            if conn.id != origin:
+                conn.socket.push(frame)
+
+    def _deliver(self, seq: int, frame: bytes) -> None:
+        event = _event_decoder.decode(frame)
+        self.state.apply(event)
+        for conn in self.live:
+            conn.socket.push(frame)
+        for buffered in self.pending.values():
+            buffered.append((seq, frame))
+        if self.waiters:
+            waiters, self.waiters = self.waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        metrics = self.hub.node.metrics
+        metrics.fanout_seconds.observe(max(0.0, time.time() - event.ts / 1000))
+        metrics.deliveries.inc(len(self.live))
+        if event.kind == Kind.MEMBER_REMOVED:
+            self._drop_member(str(event.data.get("user", "")))
+
+    def _drop_member(self, user: str) -> None:
+        """A removed member's subscriptions end at once, with `forbidden` naming the session."""
+        for conn in [c for c in (*self.live, *self.pending) if c.user == user]:
+            conn.subscription_ended(self.session_id, "you are no longer a member of this session")
+
+    async def _fill_gap(self) -> None:
+        try:
+            while (gap := self.order.gap) is not None:
+                first, last = gap
+                events = await self.hub.node.store.read(
+                    self.session_id, first - 1, limit=last - first + 1
+                )
+                if not events:
+                    # Not readable yet (another node's commit is still in flight): retry soon.
+                    await asyncio.sleep(0.05)
+                    continue
+                for event in events:
+                    pair = (event.seq, wire.encode_bytes(event))
+                    for item_seq, item in self.order.push(event.seq, pair):
+                        self._deliver(item_seq, item)
+        except Exception:
+            log.exception("filling a gap in session %s failed", self.session_id)
+        finally:
+            self.gap_task = None
+
+
+class Hub:
+    """This node's channels, created on first subscription and dropped when idle."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.channels: dict[str, Channel] = {}
+
+    async def channel(self, session_id: str) -> Channel:
+        """The session's channel, subscribed to the broker and folded up to date."""
+        channel = self.channels.get(session_id)
+        if channel is None:
+            channel = Channel(self, session_id)
+            self.channels[session_id] = channel
+            try:
+                await self._open(channel)
+            except BaseException as exc:
+                del self.channels[session_id]
+                if not channel.ready.done():
+                    channel.ready.set_exception(exc)
+                    channel.ready.exception()  # retrieved: awaiters get their own raise
+                raise
+        else:
+            await asyncio.shield(channel.ready)
+        if channel.idle_timer is not None:
+            channel.idle_timer.cancel()
+            channel.idle_timer = None
+        return channel
+
+    async def _open(self, channel: Channel) -> None:
+        node = self.node
+        session_id = channel.session_id
+        # Subscribe first, then read: an event committed in between arrives twice (from
+        # the read and the broker) and the ordering buffer drops the second copy.
+        await node.broker.subscribe(session_id, channel.on_frame)
+        info = await node.store.get_session(session_id)
+        events = await node.store.read(session_id, 0)
+        channel.agent = info.agent
+        channel.state = fold_session(info, events)
+        channel.order.reset(channel.state.seq + 1)
+        channel.ready.set_result(None)
+        early, channel.early = channel.early, []
+        for seq, frame, origin in early:
+            channel.on_frame(session_id, seq, frame, origin)
+
+    def release(self, channel: Channel) -> None:
+        """Called when a channel may have become unused; drops it after a grace period."""
+        if channel.in_use() or channel.idle_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        channel.idle_timer = loop.call_later(IDLE_GRACE_S, self._drop_if_idle, channel)
+
+    def _drop_if_idle(self, channel: Channel) -> None:
+        channel.idle_timer = None
+        if channel.in_use() or self.channels.get(channel.session_id) is not channel:
+            return
+        del self.channels[channel.session_id]
+        asyncio.get_running_loop().create_task(
+            self.node.broker.unsubscribe(channel.session_id, channel.on_frame)
+        )
+
+    async def close(self) -> None:
+        for channel in list(self.channels.values()):
+            if channel.idle_timer is not None:
+                channel.idle_timer.cancel()
+            if channel.gap_task is not None:
+                channel.gap_task.cancel()
+            for waiter in channel.waiters:
+                waiter.cancel()
+            await self.node.broker.unsubscribe(channel.session_id, channel.on_frame)
+        self.channels.clear()
+
+    def snapshot(self, channel: Channel) -> dict[str, Any]:
+        node = self.node
+        partials = {
+            message_id: text
+            for message_id in channel.state.streaming_message_ids()
+            if (text := node.partial(channel.session_id, message_id)) is not None
+        }
+        return channel.state.snapshot(
+            presence=node.presence.online(channel.session_id), partials=partials
+        )
+
+
+OnFrame = Callable[[str, int | None, bytes, str | None], None]

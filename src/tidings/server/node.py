@@ -1,0 +1,476 @@
+"""One Tidings node: the store, the broker, the hub, the agents and the rules, wired.
+
+Both front doors — the WebSocket connections and the HTTP API — call the same methods
+here, so a send has one meaning whichever way it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from tidings.agents.base import Agent, AgentContext
+from tidings.agents.loader import load_agent
+from tidings.agents.runner import AgentRunner
+from tidings.backends.base import Broker, EventStore, NotFound, StoreUnavailable
+from tidings.backends.factory import open_store
+from tidings.backends.memory_broker import MemoryBroker
+from tidings.core import rules
+from tidings.core.auth import AuthConfig, AuthError, Claims, verify
+from tidings.core.model import Conflict, Draft, Event, Kind, Message, Role, SessionInfo
+from tidings.core.presence import PresenceTracker
+from tidings.core.rules import Action
+from tidings.protocol import messages as wire
+from tidings.protocol.codes import CloseCode, ErrorCode, ProtocolError
+from tidings.server.config import Config
+from tidings.server.hub import Hub, fold_session
+from tidings.server.metrics import Metrics
+from tidings.server.websocket import Flusher, WebSocket
+
+if TYPE_CHECKING:
+    from tidings.server.connection import Connection
+
+log = logging.getLogger("tidings.node")
+
+
+class Ack(msgspec.Struct, kw_only=True):
+    """The fields of an `ack`, shared by the WebSocket and HTTP send paths."""
+
+    session: str
+    client_id: str
+    seq: int
+    event_id: str
+    duplicate: bool
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Node:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: EventStore | None = None,
+        broker: Broker | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = wall_clock_ms
+        self.store: EventStore = store or open_store(config.database_url, self.clock)
+        self.broker: Broker = broker or MemoryBroker()
+        self.metrics = Metrics()
+        self.hub = Hub(self)
+        self.presence = PresenceTracker()
+        self.auth = AuthConfig(
+            algorithm=config.jwt_algorithm,
+            secret=config.jwt_secret or None,
+            public_key=config.jwt_public_key,
+            jwks_url=config.jwt_jwks_url,
+            audience=config.jwt_audience,
+            issuer=config.jwt_issuer,
+        )
+        self.runner = AgentRunner(
+            self, concurrency=config.agent_concurrency, timeout_s=config.agent_timeout_s
+        )
+        self.connections: set[Connection] = set()
+        self._agents: dict[str, Agent | None] = {}
+        self._session_agents: dict[str, str] = {}
+        self._ids = itertools.count(1)
+        self._prefix = os.urandom(3).hex()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._flusher: Flusher | None = None
+        self.started = False
+
+    # ------------------------------------------------------------ life cycle
+
+    @property
+    def flusher(self) -> Flusher:
+        if self._flusher is None:
+            self._flusher = Flusher(asyncio.get_running_loop())
+        return self._flusher
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.broker.start()
+        orphans = await self.store.streaming_messages()
+        if orphans:
+            log.info("marking %d interrupted replies as failed", len(orphans))
+            await self.runner.recover(orphans)
+        self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeats())
+        self.started = True
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        for conn in list(self.connections):
+            conn.socket.close(CloseCode.GOING_AWAY, "server shutting down")
+        await self.runner.close()
+        await self.hub.close()
+        await self.broker.close()
+        await self.store.close()
+        self.started = False
+
+    async def _heartbeats(self) -> None:
+        """Ping every connection each period; drop those silent for two periods."""
+        period = self.config.heartbeat_ms / 1000
+        while True:
+            await asyncio.sleep(period)
+            deadline = time.monotonic() - 2 * period
+            for conn in list(self.connections):
+                socket = conn.socket
+                if socket.last_seen < deadline:
+                    socket.close(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
+                    socket.abort()
+                else:
+                    socket.ping()
+
+    def new_conn_id(self) -> str:
+        return f"c_{self._prefix}{next(self._ids):x}"
+
+    def ws_protocol(self) -> type[WebSocket]:
+        """The class uvicorn instantiates for each WebSocket upgrade, bound to this node."""
+        node = self
+
+        class BoundWebSocket(WebSocket):
+            def __init__(self, config: Any, server_state: Any, app_state: Any = None,
+                         **_: Any) -> None:
+                super().__init__(node, server_state)
+
+        return BoundWebSocket
+
+    # ------------------------------------------------------------ auth
+
+    def origin_allowed(self, origin: str | None, host: str | None) -> bool:
+        if origin is None:
+            return True  # not a browser
+        allowed = self.config.allowed_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        # Same origin: the Origin's host:port equals the Host header.
+        bare = origin.split("://", 1)[-1].rstrip("/")
+        return host is not None and bare == host
+
+    async def authenticate(self, token: str | None) -> Claims:
+        if not token:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "a token is required")
+        try:
+            return verify(token, self.auth, now_s=int(time.time()))
+        except AuthError as exc:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, str(exc)) from None
+
+    # ------------------------------------------------------------ roles and agents
+
+    async def role(self, session_id: str, user: str) -> Role | None:
+        channel = self.hub.channels.get(session_id)
+        if channel is not None and channel.ready.done() and not channel.ready.exception():
+            role = channel.state.members.get(user)
+            return Role(role) if role is not None else None
+        try:
+            return await self.store.role(session_id, user)
+        except NotFound:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}") from None
+
+    async def require(self, session_id: str, user: str, action: Action) -> Role:
+        role = await self.role(session_id, user)
+        if role is None or not rules.allowed(role, action):
+            what = "not a member of" if role is None else f"a {role} and may not {action} in"
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                f"you are {what} session {session_id!r}",
+                extra={"session": session_id},
+            )
+        return role
+
+    def agent(self, name: str) -> Agent | None:
+        if name not in self._agents:
+            settings = dict(self.config.settings)
+            settings.setdefault("TIDINGS_ECHO_DELAY_MS", str(self.config.echo_delay_ms))
+            self._agents[name] = load_agent(name, settings)
+        return self._agents[name]
+
+    async def session_agent(self, session_id: str) -> str:
+        name = self._session_agents.get(session_id)
+        if name is None:
+            channel = self.hub.channels.get(session_id)
+            if channel is not None and channel.ready.done():
+                name = channel.agent
+            else:
+                name = (await self.store.get_session(session_id)).agent
+            self._session_agents[session_id] = name
+        return name
+
+    def partial(self, session_id: str, message_id: str) -> str | None:
+        return self.runner.partial(session_id, message_id)
+
+    # ------------------------------------------------------------ the log
+
+    async def append(self, session_id: str, draft: Draft) -> Event:
+        """Append durably and publish; raises `ProtocolError(conflict)` on a failed CAS.
+
+        Returns the stored event (the original one for a duplicate `client_id`).
+        """
+        event, _ = await self._append(session_id, draft)
+        return event
+
+    async def _append(self, session_id: str, draft: Draft) -> tuple[Event, bool]:
+        try:
+            result = await self.store.append(session_id, draft)
+        except NotFound:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}") from None
+        except StoreUnavailable:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, "storage is unavailable; retry later"
+            ) from None
+        if isinstance(result, Conflict):
+            raise ProtocolError(
+                ErrorCode.CONFLICT,
+                f"the session's version is {result.version}, not {draft.base_version}",
+                extra={"version": result.version},
+            )
+        event = result.event
+        if result.duplicate:
+            self.metrics.duplicates.inc()
+        else:
+            self.metrics.events_appended.inc()
+            self.broker.publish(session_id, event.seq, wire.encode_bytes(event))
+        return event, result.duplicate
+
+    async def send(
+        self, user: str, session_id: str, *, client_id: str, kind: str, data: dict[str, Any]
+    ) -> Ack:
+        """A client's `send`: check, append (deduped by client id), publish, start the agent."""
+        draft = rules.draft_for_send(kind, data, author=user, client_id=client_id)
+        await self.require(session_id, user, Action.SEND)
+        event, duplicate = await self._append(session_id, draft)
+        if not duplicate and event.kind == Kind.MESSAGE_CREATED:
+            agent = self.agent(await self.session_agent(session_id))
+            if agent is not None:
+                self.runner.submit(session_id, agent, event)
+        return Ack(
+            session=session_id,
+            client_id=client_id,
+            seq=event.seq,
+            event_id=event.event_id,
+            duplicate=duplicate,
+        )
+
+    # ------------------------------------------------------------ subscriptions
+
+    async def subscribe(self, conn: Connection, session_id: str, after: int | None,
+                        re: int) -> None:
+        """Subscribe `conn`, pushing the `subscribed` reply and any missed events onto its
+        queue, then every new event, in order, with no gap and no duplicate."""
+        user = conn.user
+        assert user is not None
+        await self.require(session_id, user, Action.READ)
+        try:
+            channel = await self.hub.channel(session_id)
+        except NotFound:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}") from None
+        socket = conn.socket
+        head = channel.seq
+        if after is not None and after <= head:
+            channel.pending[conn] = []
+            try:
+                missed = await self.store.read(session_id, after, limit=head - after)
+            except BaseException:
+                channel.pending.pop(conn, None)
+                raise
+            buffered = channel.pending.pop(conn, [])
+            if conn.closed:
+                self.hub.release(channel)
+                return
+            if len(missed) == head - after:
+                socket.push(wire.encode_bytes(
+                    wire.Subscribed(re=re, session=session_id, seq=head, recovered=True)))
+                for event in missed:
+                    socket.push(wire.encode_bytes(event))
+                for seq, frame in buffered:
+                    if seq > head:
+                        socket.push(frame)
+                self._go_live(conn, channel)
+                return
+            # The missed events are no longer retained: fall through to a snapshot.
+            recovered: bool | None = False
+        else:
+            recovered = None if after is None else False
+        snapshot = msgspec.Raw(wire.encode_bytes(self.hub.snapshot(channel)))
+        socket.push(wire.encode_bytes(wire.Subscribed(
+            re=re, session=session_id, seq=channel.seq, snapshot=snapshot, recovered=recovered)))
+        self._go_live(conn, channel)
+
+    def _go_live(self, conn: Connection, channel: Any) -> None:
+        channel.live[conn] = None
+        conn.subscriptions.add(channel.session_id)
+        self.metrics.subscriptions.inc()
+        assert conn.user is not None
+        online = self.presence.join(channel.session_id, conn.user, conn.id)
+        if online is not None:
+            self._publish_presence(channel.session_id, online)
+
+    def unsubscribe(self, conn: Connection, session_id: str) -> bool:
+        channel = self.hub.channels.get(session_id)
+        if session_id not in conn.subscriptions:
+            return False
+        conn.subscriptions.discard(session_id)
+        self.metrics.subscriptions.dec()
+        if channel is not None:
+            channel.live.pop(conn, None)
+            self.hub.release(channel)
+        assert conn.user is not None
+        online = self.presence.leave(session_id, conn.user, conn.id)
+        if online is not None:
+            self._publish_presence(session_id, online)
+        return True
+
+    def _publish_presence(self, session_id: str, online: list[str]) -> None:
+        frame = wire.encode_bytes(wire.Presence(session=session_id, online=online))
+        self.broker.publish(session_id, None, frame)
+
+    def signal(self, conn: Connection, session_id: str, name: str, data: dict[str, Any]) -> None:
+        if session_id not in conn.subscriptions:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                f"subscribe to session {session_id!r} before signalling in it",
+                extra={"session": session_id},
+            )
+        channel = self.hub.channels.get(session_id)
+        role = channel.state.members.get(conn.user or "") if channel is not None else None
+        if role is None or not rules.allowed(Role(role), Action.SIGNAL):
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                f"you may not signal in session {session_id!r}",
+                extra={"session": session_id},
+            )
+        assert conn.user is not None
+        frame = wire.encode_bytes(
+            wire.SignalOut(session=session_id, name=name, data=data, sender=conn.user)
+        )
+        self.broker.publish(session_id, None, frame, conn.id)
+
+    async def cancel(self, user: str, session_id: str, message_id: str) -> None:
+        await self.require(session_id, user, Action.CANCEL)
+        if not await self.runner.cancel(session_id, message_id):
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, f"no reply in progress with id {message_id!r}"
+            )
+
+    def connection_closed(self, conn: Connection) -> None:
+        for session_id in list(conn.subscriptions):
+            self.unsubscribe(conn, session_id)
+        for channel in self.hub.channels.values():
+            if conn in channel.pending:
+                channel.pending.pop(conn, None)
+                self.hub.release(channel)
+        self.connections.discard(conn)
+
+    # ------------------------------------------------------------ ReplyHost, for agents
+
+    def stream(self, session_id: str, message_id: str, offset: int, text: str) -> None:
+        frame = wire.encode_bytes(
+            wire.Stream(session=session_id, message_id=message_id, offset=offset, text=text)
+        )
+        self.broker.publish(session_id, None, frame)
+
+    async def save_partial(self, session_id: str, message_id: str, content: str) -> None:
+        await self.store.save_partial(session_id, message_id, content)
+
+    async def context(self, session_id: str, trigger: Event) -> AgentContext:
+        channel = self.hub.channels.get(session_id)
+        if channel is not None and channel.ready.done() and not channel.ready.exception():
+            state = channel.state
+        else:
+            info = await self.store.get_session(session_id)
+            state = fold_session(info, await self.store.read(session_id, 0))
+        snap = state.snapshot(presence=[], partials={})
+        return AgentContext(
+            session_id=session_id,
+            messages=[m for m in snap["messages"] if m.get("status") != "streaming"],
+            cards=list(snap["cards"]),
+            trigger=dict(trigger.data.get("message", {})),
+        )
+
+    # ------------------------------------------------------------ HTTP helpers
+
+    async def create_session(self, user: str, *, title: str, agent: str | None) -> SessionInfo:
+        name = agent or self.config.agent
+        if name != "none":
+            try:
+                self.agent(name)
+            except ValueError as exc:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc)) from None
+        session_id = f"s_{os.urandom(8).hex()}"
+        return await self.store.create_session(session_id, title=title, agent=name, owner=user)
+
+    async def snapshot(self, user: str, session_id: str) -> tuple[SessionInfo, int, dict[str, Any]]:
+        await self.require(session_id, user, Action.READ)
+        info = await self.store.get_session(session_id)
+        channel = self.hub.channels.get(session_id)
+        if channel is not None and channel.ready.done() and not channel.ready.exception():
+            return info, channel.seq, self.hub.snapshot(channel)
+        state = fold_session(info, await self.store.read(session_id, 0))
+        partials = {
+            mid: text
+            for mid in state.streaming_message_ids()
+            if (text := self.partial(session_id, mid)) is not None
+        }
+        snap = state.snapshot(presence=self.presence.online(session_id), partials=partials)
+        return info, state.seq, snap
+
+    async def events(
+        self, user: str, session_id: str, *, after: int, limit: int, wait: float
+    ) -> tuple[list[Event], int]:
+        """Events after `after`; with `wait`, long-polls up to that many seconds for one."""
+        await self.require(session_id, user, Action.READ)
+        events = await self.store.read(session_id, after, limit=limit)
+        if events or wait <= 0:
+            return events, await self.store.head(session_id)
+        channel = await self.hub.channel(session_id)
+        if channel.seq <= after:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            channel.waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, timeout=wait)
+            except TimeoutError:
+                pass
+            finally:
+                if waiter in channel.waiters:
+                    channel.waiters.remove(waiter)
+                self.hub.release(channel)
+        events = await self.store.read(session_id, after, limit=limit)
+        return events, await self.store.head(session_id)
+
+    async def message(self, user: str, session_id: str, message_id: str) -> Message:
+        await self.require(session_id, user, Action.READ)
+        try:
+            message = await self.store.message(session_id, message_id)
+        except NotFound:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no message {message_id!r}") from None
+        if message.status == "streaming":
+            text = self.partial(session_id, message_id)
+            if text is not None and len(text) >= len(message.content):
+                message.content = text
+                message.offset = len(text)
+        return message
+
+    async def add_member(self, user: str, session_id: str, member: str, role: Role) -> Event:
+        await self.require(session_id, user, Action.MANAGE_MEMBERS)
+        return await self.append(session_id, rules.draft_member_added(member, role, author=user))
+
+    async def remove_member(self, user: str, session_id: str, member: str) -> Event:
+        await self.require(session_id, user, Action.MANAGE_MEMBERS)
+        members = await self.store.members(session_id)
+        role = members.get(member)
+        if role is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"{member!r} is not a member")
+        return await self.append(
+            session_id, rules.draft_member_removed(member, role, author=user)
+        )

@@ -1,0 +1,314 @@
+"""The WebSocket layer of `/v1/ws`: bytes in, frames out, nothing else.
+
+Uvicorn serves HTTP through the ASGI app and hands every WebSocket upgrade to this
+protocol class (its `ws` setting takes a class), so `/v1/ws` shares the port without the
+ASGI message layer in the hot path. The handshake and incoming frames are parsed by the
+`websockets` library's sans-I/O `ServerProtocol`; outgoing text frames are framed here,
+because a server frame is only a 2-10 byte header before the payload.
+
+Why not the ASGI WebSocket path: measured (docs/performance.md), ASGI's per-message
+dispatch costs more than the whole fan-out; it cannot write a close frame while the peer
+stalls (needed for 4009), cannot close with 1001 on shutdown (uvicorn sends 1012), and
+keeps more memory per idle connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from tidings.protocol.codes import CloseCode
+from tidings.protocol.state import Input
+
+if TYPE_CHECKING:
+    from tidings.server.connection import Connection
+    from tidings.server.node import Node
+
+log = logging.getLogger("tidings.ws")
+
+SUBPROTOCOL = Subprotocol("tidings.v1")
+WS_PATH = "/v1/ws"
+#: How long a peer has to answer our close frame before the socket is dropped.
+CLOSE_TIMEOUT_S = 5.0
+
+_pack_short = struct.Struct("!BBH").pack
+_pack_long = struct.Struct("!BBQ").pack
+
+
+def text_frame_header(length: int) -> bytes:
+    """The header of one unmasked, final text frame (RFC 6455 §5.2)."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65536:
+        return _pack_short(0x81, 126, length)
+    return _pack_long(0x81, 127, length)
+
+
+def _select_subprotocol(
+    protocol: ServerProtocol, offered: Any
+) -> Subprotocol | None:  # pragma: no cover - trivial
+    return SUBPROTOCOL if SUBPROTOCOL in offered else None
+
+
+class Flusher:
+    """Writes every dirty socket's queue once per event-loop iteration.
+
+    Fan-out only appends to queues; one callback per loop turn turns each socket's queue
+    into a single frame (a JSON array batch when several are waiting).
+    """
+
+    __slots__ = ("_dirty", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[WebSocket] = []
+        self._scheduled = False
+
+    def mark(self, socket: WebSocket) -> None:
+        self._dirty.append(socket)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for socket in dirty:
+            socket.flush()
+
+
+class WebSocket(asyncio.Protocol):
+    """One client socket of `/v1/ws`. Created by uvicorn with the upgrade request's bytes."""
+
+    def __init__(
+        self,
+        node: Node,
+        server_state: Any,
+        on_lost: Callable[[WebSocket], None] | None = None,
+    ) -> None:
+        config = node.config
+        self.node = node
+        self.server_state = server_state
+        self.protocol = ServerProtocol(
+            subprotocols=[SUBPROTOCOL],
+            select_subprotocol=_select_subprotocol,
+            max_size=config.max_frame,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.connection: Connection | None = None
+        self.queue: list[bytes] = []
+        self.queued_bytes = 0
+        self.queue_limit = config.queue_bytes
+        self.dirty = False
+        self.paused = False
+        self.closing = False
+        self.last_seen = time.monotonic()
+        self.peer = "?"
+        self._fragments: list[bytes] = []
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not `asyncio.Transport` subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer = f"{peer[0]}:{peer[1]}"
+        self.server_state.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = time.monotonic()
+        protocol = self.protocol
+        protocol.receive_data(data)
+        for event in protocol.events_received():
+            if isinstance(event, Request):
+                self._handshake(event)
+            elif isinstance(event, Frame):
+                self._frame(event)
+        self._write_protocol_output()
+
+    def eof_received(self) -> bool | None:
+        self.protocol.receive_eof()
+        self._write_protocol_output()
+        return None
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.queue:
+            self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.queue = []
+        self.queued_bytes = 0
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        self.server_state.connections.discard(self)
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.on_closed()
+
+    # ------------------------------------------------------------ uvicorn hooks
+
+    def shutdown(self) -> None:
+        """Server going away: flush what is queued, then close with 1001."""
+        if self.connection is not None:
+            self.connection.apply(Input.CLOSE)
+        else:
+            self.close(CloseCode.GOING_AWAY, "server shutting down")
+
+    # ------------------------------------------------------------ incoming
+
+    def _handshake(self, request: Request) -> None:
+        node = self.node
+        url = urlsplit(request.path)
+        if url.path != WS_PATH:
+            self._reject(404, "no WebSocket endpoint here; use /v1/ws\n")
+            return
+        origin = request.headers.get("Origin")
+        if not node.origin_allowed(origin, request.headers.get("Host")):
+            node.metrics.origin_refused.inc()
+            self._reject(403, "origin not allowed\n")
+            return
+        response = self.protocol.accept(request)
+        if response.status_code != 101:
+            # websockets refused the handshake itself (bad headers): send its answer.
+            self.protocol.send_response(response)
+            self._write_protocol_output()
+            return
+        self.protocol.send_response(response)
+        token = None
+        auth = request.headers.get("Authorization")
+        if auth and auth.lower().startswith("bearer "):
+            token = auth[7:].strip()
+        if token is None:
+            values = parse_qs(url.query).get("token")
+            if values:
+                token = values[0]
+        from tidings.server.connection import Connection
+
+        self.connection = Connection(node, self, header_token=token)
+
+    def _reject(self, status: int, text: str) -> None:
+        response = self.protocol.reject(status, text)
+        self.protocol.send_response(response)
+        self._write_protocol_output()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._message(frame.data)
+            else:
+                self._fragments = [frame.data]
+        elif opcode is Opcode.CONT:
+            self._fragments.append(frame.data)
+            if frame.fin:
+                data = b"".join(self._fragments)
+                self._fragments = []
+                self._message(data)
+
+    def _message(self, data: bytes) -> None:
+        if self.connection is not None and not self.closing:
+            self.connection.on_message(data)
+
+    # ------------------------------------------------------------ outgoing
+
+    def push(self, frame: bytes) -> None:
+        """Queue one encoded frame; it leaves with the next flush, batched with others."""
+        if self.closing:
+            return
+        self.queue.append(frame)
+        self.queued_bytes += len(frame)
+        if self.queued_bytes > self.queue_limit:
+            self.node.metrics.slow_consumer_closes.inc()
+            self.queue = []
+            self.queued_bytes = 0
+            if self.connection is not None:
+                self.connection.apply(Input.SLOW_CONSUMER)
+            else:
+                self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+            return
+        if not self.dirty:
+            self.dirty = True
+            self.node.flusher.mark(self)
+
+    def flush(self) -> None:
+        self.dirty = False
+        queue = self.queue
+        if not queue or self.paused or self.closing or self.transport is None:
+            return
+        self.queue = []
+        self.queued_bytes = 0
+        payload = queue[0] if len(queue) == 1 else b"[" + b",".join(queue) + b"]"
+        self.transport.write(text_frame_header(len(payload)) + payload)
+        metrics = self.node.metrics
+        metrics.frames_sent.inc()
+        metrics.bytes_sent.inc(len(payload))
+
+    def ping(self) -> None:
+        if not self.closing:
+            self.protocol.send_ping(struct.pack("!d", time.monotonic()))
+            self._write_protocol_output()
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Send a close frame (even while the peer stalls) and drop the socket if unanswered."""
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self.queue = []
+        self.queued_bytes = 0
+        try:
+            self.protocol.send_close(code, reason)
+        except Exception:  # the protocol is already closing: just drop the socket
+            self.transport.abort()
+            return
+        self._write_protocol_output()
+        transport = self.transport
+        self._close_timer = asyncio.get_running_loop().call_later(
+            CLOSE_TIMEOUT_S, transport.abort
+        )
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _write_protocol_output(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for data in self.protocol.data_to_send():
+            if data:
+                transport.write(data)
+            else:
+                # websockets asks for end-of-stream: the closing handshake is over.
+                self.closing = True
+                transport.close()
+                return
+        if self.protocol.parser_exc is not None and not self.closing:
+            # A protocol violation (oversized or malformed frame): websockets already
+            # queued the close frame (1009 or 1002) above.
+            self.closing = True
+            self._close_timer = asyncio.get_running_loop().call_later(
+                CLOSE_TIMEOUT_S, transport.abort
+            )
+
+
+__all__ = ["Flusher", "WebSocket", "text_frame_header"]
