@@ -138,7 +138,7 @@ def parse_frame(frame: str | bytes) -> list[Request | ProtocolError]:
     """
     try:
         value = _json_decoder.decode(frame)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return [ProtocolError(ErrorCode.BAD_REQUEST, "malformed JSON or nested too deeply")]
     items = value if isinstance(value, list) else [value]
     if not items:
@@ -165,7 +165,7 @@ class Connected(Reply, tag="connected"):
     conn: str
     heartbeat_ms: int
     server_time: int
-    protocol: int = 1
+    protocol: int
 
 
 class Ok(Reply, tag="ok"):
