@@ -18,15 +18,15 @@ def _serve_flags(parser: argparse.ArgumentParser) -> None:
         if f.name in ("settings", "generated_secret"):
             continue
         flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, dest=f.name, default=None,
-                            help=f"(env TIDINGS_{f.name.upper()})")
+        parser.add_argument(flag, dest=f.name, default=None, help=f"(env TIDINGS_{f.name.upper()})")
 
 
 def _config(args: argparse.Namespace) -> Config:
     overrides = {
         f.name: getattr(args, f.name)
         for f in fields(Config)
-        if f.name not in ("settings", "generated_secret") and getattr(args, f.name, None) is not None
+        if f.name not in ("settings", "generated_secret")
+        and getattr(args, f.name, None) is not None
     }
     env = dict(os.environ)
     for name, value in overrides.items():
@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "token":
         from tidings.core.auth import issue
+
         print(
             issue(
                 args.user,

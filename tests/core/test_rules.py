@@ -325,3 +325,10 @@ def test_a_failed_reply_carries_its_error() -> None:
         "echo",
         {"message_id": "m_4", "error": "cancelled"},
     )
+
+
+def test_client_ids_in_the_agent_runners_namespace_are_refused() -> None:
+    with pytest.raises(ProtocolError) as info:
+        draft_for_send("message", {"content": "hi"}, author="al", client_id="agent:m_4:end")
+    assert info.value.code == ErrorCode.BAD_REQUEST
+    assert "reserved" in info.value.message

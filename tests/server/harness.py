@@ -167,8 +167,9 @@ class Client:
         finally:
             self._waiting.pop(request_id, None)
 
-    async def next(self, predicate: Callable[[Frame], bool] = lambda f: True, *,
-                   timeout: float = 5) -> Frame:
+    async def next(
+        self, predicate: Callable[[Frame], bool] = lambda f: True, *, timeout: float = 5
+    ) -> Frame:
         """The next frame matching `predicate`; frames before it are dropped."""
         async with asyncio.timeout(timeout):
             while True:
@@ -180,9 +181,12 @@ class Client:
         """The next `count` event frames of `session`."""
         out: list[Frame] = []
         while len(out) < count:
-            out.append(await self.next(
-                lambda f: f.get("type") == "event" and f.get("session") == session,
-                timeout=timeout))
+            out.append(
+                await self.next(
+                    lambda f: f.get("type") == "event" and f.get("session") == session,
+                    timeout=timeout,
+                )
+            )
         return out
 
     async def subscribe(self, session: str, after: int | None = None) -> Frame:
@@ -351,7 +355,7 @@ class RawClient:
         self._write()
         await self.writer.drain()
 
-    async def request(self, frame: Frame, *, timeout: float = 5) -> Frame:  # noqa: ASYNC109
+    async def request(self, frame: Frame, *, timeout: float = 5) -> Frame:
         """Send `frame` with a fresh id; the reply carrying it as `re` (others are dropped)."""
         frame = {**frame, "id": next(self.ids)}
         await self.send(frame)
@@ -374,7 +378,7 @@ class RawClient:
             if not await self._read_some():
                 raise ConnectionError("end of stream")
 
-    async def wait_closed(self, timeout: float = 10) -> int | None:  # noqa: ASYNC109
+    async def wait_closed(self, timeout: float = 10) -> int | None:
         """Read (without answering anything) until the server's close frame or the end of
         the stream; the close code, or None when the socket ended without one."""
         async with asyncio.timeout(timeout):
@@ -423,3 +427,14 @@ async def fetch_events(server: Server, user: str, session_id: str) -> list[Frame
             if not page:
                 return events
             events.extend(page)
+
+
+async def create_sessions(server: Server, owner: str, count: int) -> list[str]:
+    """`count` new sessions of `owner`, created over one HTTP connection."""
+    ids: list[str] = []
+    async with server.http(owner) as client:
+        for i in range(count):
+            response = await client.post("/v1/sessions", json={"title": f"s{i}", "agent": "none"})
+            response.raise_for_status()
+            ids.append(response.json()["id"])
+    return ids

@@ -10,8 +10,9 @@ from tests.server.harness import Server, make_token, running_server
 
 async def test_connect_with_a_valid_token_replies_connected(server: Server) -> None:
     client = await server.client()
-    reply = await client.request({"type": "connect", "token": make_token("alice"),
-                                  "client": "tests/1"})
+    reply = await client.request(
+        {"type": "connect", "token": make_token("alice"), "client": "tests/1"}
+    )
     assert reply["type"] == "connected"
     assert reply["user"] == "alice"
     assert reply["protocol"] == 1

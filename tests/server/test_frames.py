@@ -16,8 +16,11 @@ from tests.server.harness import Server
         ('{"type": "teleport", "id": 7}', "unknown type"),
         ('{"id": 7}', "type"),
         ('{"type": "subscribe", "id": 7, "session": 42}', "$.session"),
-        ('{"type": "send", "id": 7, "session": "s", "client_id": "c", "kind": "message", '
-         '"data": "text"}', "$.data"),
+        (
+            '{"type": "send", "id": 7, "session": "s", "client_id": "c", "kind": "message", '
+            '"data": "text"}',
+            "$.data",
+        ),
         ('{"type": "ping", "id": "seven"}', "$.id"),
         ("[]", "empty batch"),
         ("[" * 5000 + "]" * 5000, "nested"),
@@ -44,9 +47,15 @@ async def test_deeply_nested_data_is_a_bad_request(server: Server) -> None:
     nested: object = {}
     for _ in range(40):
         nested = {"x": nested}
-    reply = await client.request({"type": "send", "session": sid, "client_id": "n",
-                                  "kind": "session.update",
-                                  "data": {"changes": {"metadata": nested}}})
+    reply = await client.request(
+        {
+            "type": "send",
+            "session": sid,
+            "client_id": "n",
+            "kind": "session.update",
+            "data": {"changes": {"metadata": nested}},
+        }
+    )
     assert reply["code"] == "bad_request"
     assert (await client.request({"type": "ping"}))["type"] == "pong"
     await client.close()
@@ -54,22 +63,26 @@ async def test_deeply_nested_data_is_a_bad_request(server: Server) -> None:
 
 async def test_a_batch_of_requests_is_answered_request_by_request(server: Server) -> None:
     client = await server.client("al")
-    await client.send(json.dumps([{"type": "ping", "id": 501}, {"type": "nope", "id": 502},
-                                  {"type": "ping", "id": 503}]))
+    await client.send(
+        json.dumps(
+            [{"type": "ping", "id": 501}, {"type": "nope", "id": 502}, {"type": "ping", "id": 503}]
+        )
+    )
     got = [await client.next() for _ in range(3)]
-    assert [(f["type"], f["re"]) for f in got] == [("pong", 501), ("error", 502),
-                                                   ("pong", 503)]
+    assert [(f["type"], f["re"]) for f in got] == [("pong", 501), ("error", 502), ("pong", 503)]
     await client.close()
 
 
 async def test_unknown_send_kinds_and_missing_content_are_bad_requests(server: Server) -> None:
     sid = await server.create_session("al")
     client = await server.client("al")
-    reply = await client.request({"type": "send", "session": sid, "client_id": "a",
-                                  "kind": "telepathy", "data": {}})
+    reply = await client.request(
+        {"type": "send", "session": sid, "client_id": "a", "kind": "telepathy", "data": {}}
+    )
     assert reply["code"] == "bad_request"
-    reply = await client.request({"type": "send", "session": sid, "client_id": "b",
-                                  "kind": "message", "data": {}})
+    reply = await client.request(
+        {"type": "send", "session": sid, "client_id": "b", "kind": "message", "data": {}}
+    )
     assert reply["code"] == "bad_request"
     await client.close()
 
@@ -77,7 +90,14 @@ async def test_unknown_send_kinds_and_missing_content_are_bad_requests(server: S
 async def test_a_field_over_its_limit_is_too_large(server: Server) -> None:
     sid = await server.create_session("al")
     client = await server.client("al")
-    reply = await client.request({"type": "send", "session": sid, "client_id": "big",
-                                  "kind": "message", "data": {"content": "x" * 40_000}})
+    reply = await client.request(
+        {
+            "type": "send",
+            "session": sid,
+            "client_id": "big",
+            "kind": "message",
+            "data": {"content": "x" * 40_000},
+        }
+    )
     assert reply["code"] == "too_large"
     await client.close()

@@ -23,16 +23,27 @@ async def test_a_send_is_acked_after_storage_and_echoed_to_the_sender(server: Se
     client = await server.client("al")
     await client.subscribe(sid)
     ack = await client.request({**message("hi", "tmp_1"), "session": sid})
-    assert ack == {"type": "ack", "re": ack["re"], "session": sid, "client_id": "tmp_1",
-                   "seq": 2, "event_id": "m_2", "duplicate": False}
+    assert ack == {
+        "type": "ack",
+        "re": ack["re"],
+        "session": sid,
+        "client_id": "tmp_1",
+        "seq": 2,
+        "event_id": "m_2",
+        "duplicate": False,
+    }
     [event] = await client.events(sid, 1)
     assert event["seq"] == 2
     assert event["kind"] == "message.created"
     assert event["client_id"] == "tmp_1"
     assert event["author"] == "al"
     msg = event["data"]["message"]
-    assert (msg["id"], msg["role"], msg["content"], msg["status"]) == ("m_2", "user", "hi",
-                                                                         "complete")
+    assert (msg["id"], msg["role"], msg["content"], msg["status"]) == (
+        "m_2",
+        "user",
+        "hi",
+        "complete",
+    )
     assert msg["created_at"] == event["ts"]
     await client.close()
 
@@ -41,8 +52,15 @@ async def test_subscribe_without_after_carries_a_snapshot(server: Server) -> Non
     sid = await server.create_session("al", title="Plans")
     client = await server.client("al")
     await client.request({**message("one"), "session": sid})
-    await client.request({"type": "send", "session": sid, "client_id": "k1", "kind": "card.add",
-                          "data": {"title": "Spec", "content": "abc", "source": "doc"}})
+    await client.request(
+        {
+            "type": "send",
+            "session": sid,
+            "client_id": "k1",
+            "kind": "card.add",
+            "data": {"title": "Spec", "content": "abc", "source": "doc"},
+        }
+    )
     reply = await client.subscribe(sid)
     snap = reply["snapshot"]
     assert reply["seq"] == 3
@@ -134,8 +152,9 @@ async def test_resume_racing_live_sends_has_no_gap_and_no_duplicate(server: Serv
     # 35 sends: within the default burst of 40, so none is rate-limited.
     for i in range(10):
         await writer.request({**message(f"x{i}"), "session": sid})
-    sends = asyncio.gather(*(writer.request({**message(f"y{i}"), "session": sid})
-                             for i in range(25)))
+    sends = asyncio.gather(
+        *(writer.request({**message(f"y{i}"), "session": sid}) for i in range(25))
+    )
     reader = await server.client("al")
     reply = await reader.subscribe(sid, after=5)
     assert all(ack["type"] == "ack" for ack in await sends)
@@ -167,12 +186,19 @@ async def test_a_duplicate_client_id_over_ws_and_http_is_one_event(server: Serve
     assert again["duplicate"] is True
     assert (again["seq"], again["event_id"]) == (first["seq"], first["event_id"])
     async with server.http("al") as http:
-        response = await http.post(f"/v1/sessions/{sid}/events", json={
-            "client_id": "dup-1", "kind": "message", "data": {"content": "thrice?"}})
+        response = await http.post(
+            f"/v1/sessions/{sid}/events",
+            json={"client_id": "dup-1", "kind": "message", "data": {"content": "thrice?"}},
+        )
         assert response.status_code == 200
         body = response.json()
-        assert body == {"session": sid, "client_id": "dup-1", "seq": first["seq"],
-                        "event_id": first["event_id"], "duplicate": True}
+        assert body == {
+            "session": sid,
+            "client_id": "dup-1",
+            "seq": first["seq"],
+            "event_id": first["event_id"],
+            "duplicate": True,
+        }
         events = (await http.get(f"/v1/sessions/{sid}/events")).json()["events"]
     assert [e["client_id"] for e in events if e.get("client_id") == "dup-1"] == ["dup-1"]
     assert events[-1]["data"]["message"]["content"] == "once"
@@ -183,22 +209,41 @@ async def test_compare_and_set_conflicts_when_the_version_moved_on(server: Serve
     sid = await server.create_session("al")
     client = await server.client("al")
     await client.subscribe(sid)
-    ok = await client.request({"type": "send", "session": sid, "client_id": "u1",
-                               "kind": "session.update",
-                               "data": {"changes": {"title": "A"}, "base_version": 0}})
+    ok = await client.request(
+        {
+            "type": "send",
+            "session": sid,
+            "client_id": "u1",
+            "kind": "session.update",
+            "data": {"changes": {"title": "A"}, "base_version": 0},
+        }
+    )
     assert ok["type"] == "ack"
     [event] = await client.events(sid, 1)
     assert event["kind"] == "session.updated"
     assert event["data"] == {"changes": {"title": "A"}, "version": 1}
-    stale = await client.request({"type": "send", "session": sid, "client_id": "u2",
-                                  "kind": "session.update",
-                                  "data": {"changes": {"title": "B"}, "base_version": 0}})
+    stale = await client.request(
+        {
+            "type": "send",
+            "session": sid,
+            "client_id": "u2",
+            "kind": "session.update",
+            "data": {"changes": {"title": "B"}, "base_version": 0},
+        }
+    )
     assert stale["type"] == "error"
     assert stale["code"] == "conflict"
     assert stale["version"] == 1
     # Without base_version, the later write wins field by field.
-    await client.request({"type": "send", "session": sid, "client_id": "u3",
-                          "kind": "session.update", "data": {"changes": {"status": "archived"}}})
+    await client.request(
+        {
+            "type": "send",
+            "session": sid,
+            "client_id": "u3",
+            "kind": "session.update",
+            "data": {"changes": {"status": "archived"}},
+        }
+    )
     reply = await (await server.client("al")).subscribe(sid)
     assert (reply["snapshot"]["title"], reply["snapshot"]["status"]) == ("A", "archived")
     assert reply["snapshot"]["version"] == 2

@@ -41,8 +41,9 @@ def event_id_for(kind: str, seq: int) -> str:
     return f"{ID_PREFIX.get(kind, 'e')}_{seq}"
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="event",
-            tag_field="type"):
+class Event(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="event", tag_field="type"
+):
     """One entry of a session's log, exactly as it goes on the wire."""
 
     session: str
@@ -74,8 +75,9 @@ class Draft(msgspec.Struct, frozen=True, kw_only=True):
     base_version: int | None = None
 
 
-def finalize_data(kind: str, data: dict[str, Any], seq: int, ts: int,
-                  version: int) -> dict[str, Any]:
+def finalize_data(
+    kind: str, data: dict[str, Any], seq: int, ts: int, version: int
+) -> dict[str, Any]:
     """Fill in what depends on the event's place in the log. Pure; stores call it."""
     if kind == Kind.MESSAGE_CREATED:
         message = dict(data["message"])

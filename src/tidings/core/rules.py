@@ -149,12 +149,20 @@ def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
+#: Client ids the server keeps for itself (the agent runner's).
+RESERVED_CLIENT_ID_PREFIX = "agent:"
+
+
 def draft_for_send(kind: str, data: dict[str, Any], *, author: str, client_id: str | None) -> Draft:
     """Validate the `data` of a client `send` of `kind` and build the event to append.
 
     Raises `ProtocolError`: `bad_request` for an unknown kind or a missing or mistyped
     field, `too_large` for a field over its limit.
     """
+    if client_id is not None and client_id.startswith(RESERVED_CLIENT_ID_PREFIX):
+        # The agent runner makes a reply's ending idempotent with `agent:…` ids; a client
+        # taking one first would dedupe the real end away and leave the reply streaming.
+        raise _bad(f"client ids starting with {RESERVED_CLIENT_ID_PREFIX!r} are reserved")
     if kind == "message":
         message = _convert(kind, data, _MessageData)
         _check_text("content", message.content, MAX_CONTENT)

@@ -252,8 +252,23 @@ def error_from(err: ProtocolError) -> Error:
     )
 
 
-def batch(frames: list[str]) -> str:
-    """Join already-encoded frames into one frame: a JSON array (or the frame itself)."""
-    if len(frames) == 1:
-        return frames[0]
-    return "[" + ",".join(frames) + "]"
+STREAM_PREFIX: Final = b'{"type":"stream",'
+_stream_decoder: Final = msgspec.json.Decoder(Stream)
+
+
+def merge_streams(first: bytes, second: bytes) -> bytes | None:
+    """One `stream` frame carrying both chunks, when `second` continues `first` exactly
+    (same message, offset right after the first's text); else None.
+
+    Used on a backlogged connection so that its queue grows by text, not by frames."""
+    if not (first.startswith(STREAM_PREFIX) and second.startswith(STREAM_PREFIX)):
+        return None
+    a = _stream_decoder.decode(first)
+    b = _stream_decoder.decode(second)
+    if (a.session, a.message_id) != (b.session, b.message_id):
+        return None
+    if a.offset + len(a.text) != b.offset:
+        return None
+    return encode_bytes(
+        Stream(session=a.session, message_id=a.message_id, offset=a.offset, text=a.text + b.text)
+    )

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from tidings import PROTOCOL_VERSION
 from tidings.core.ratelimit import Strikes, TokenBucket
 from tidings.protocol import messages as wire
 from tidings.protocol.codes import CloseCode, ErrorCode, ProtocolError
@@ -151,8 +152,7 @@ class Connection:
                     self.error(err)
                 except Exception:
                     log.exception("request %s failed", type(request).__name__)
-                    self.error(ProtocolError(ErrorCode.INTERNAL, "internal error",
-                                             re=_re(request)))
+                    self.error(ProtocolError(ErrorCode.INTERNAL, "internal error", re=_re(request)))
         finally:
             self._worker = None
 
@@ -196,8 +196,16 @@ class Connection:
             log.exception("send failed")
             self.error(ProtocolError(ErrorCode.INTERNAL, "internal error", re=request.id))
             return
-        self.reply(wire.Ack(re=request.id, session=ack.session, client_id=ack.client_id,
-                            seq=ack.seq, event_id=ack.event_id, duplicate=ack.duplicate))
+        self.reply(
+            wire.Ack(
+                re=request.id,
+                session=ack.session,
+                client_id=ack.client_id,
+                seq=ack.seq,
+                event_id=ack.event_id,
+                duplicate=ack.duplicate,
+            )
+        )
 
     # ------------------------------------------------------------ auth
 
@@ -215,15 +223,23 @@ class Connection:
         self.user = claims.user
         self._arm_expiry(claims.exp)
         config = self.node.config
-        self.reply(wire.Connected(re=request.id, user=claims.user, conn=self.id,
-                                  heartbeat_ms=config.heartbeat_ms,
-                                  server_time=self.node.clock()))
+        self.reply(
+            wire.Connected(
+                re=request.id,
+                user=claims.user,
+                conn=self.id,
+                heartbeat_ms=config.heartbeat_ms,
+                server_time=self.node.clock(),
+                protocol=PROTOCOL_VERSION,
+            )
+        )
 
     async def _refresh(self, request: wire.Refresh) -> None:
         claims = await self.node.authenticate(request.token)
         if claims.user != self.user:
-            raise ProtocolError(ErrorCode.UNAUTHORIZED, "a refreshed token must be for the "
-                                "same user")
+            raise ProtocolError(
+                ErrorCode.UNAUTHORIZED, "a refreshed token must be for the same user"
+            )
         self._arm_expiry(claims.exp)
         self.reply(wire.Ok(re=request.id))
 

@@ -86,7 +86,8 @@ def build_router() -> APIRouter:
         if wait_ms:
             node.metrics.rate_limited.inc()
             raise ProtocolError(
-                ErrorCode.RATE_LIMITED, "too many requests; slow down",
+                ErrorCode.RATE_LIMITED,
+                "too many requests; slow down",
                 extra={"retry_after_ms": wait_ms},
             )
 
@@ -193,6 +194,4 @@ def install(app: FastAPI) -> None:
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
-        return Response(
-            _node(request).metrics.render(), media_type="text/plain; version=0.0.4"
-        )
+        return Response(_node(request).metrics.render(), media_type="text/plain; version=0.0.4")

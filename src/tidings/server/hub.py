@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from tidings.core.fold import SessionState
-from tidings.core.model import SessionInfo
-from tidings.core.model import Event, Kind
+from tidings.core.model import Event, Kind, SessionInfo
 from tidings.core.ordering import OrderingBuffer
 from tidings.protocol import messages as wire
 

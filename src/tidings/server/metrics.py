@@ -37,9 +37,7 @@ class Metrics:
         self.origin_refused = Counter(
             "tidings_origin_refused", "WebSocket upgrades refused for their Origin", registry=r
         )
-        self.errors = Counter(
-            "tidings_errors", "Error frames sent, by code", ["code"], registry=r
-        )
+        self.errors = Counter("tidings_errors", "Error frames sent, by code", ["code"], registry=r)
         self.fanout_seconds = Histogram(
             "tidings_fanout_seconds",
             "From an event's timestamp to its delivery to this node's subscriber queues",

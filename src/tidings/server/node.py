@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from tidings.agents.base import Agent, AgentContext
+from tidings.agents.base import Agent, AgentContext, close_agent
 from tidings.agents.loader import load_agent
 from tidings.agents.runner import AgentRunner
 from tidings.backends.base import Broker, EventStore, NotFound, StoreUnavailable
@@ -47,6 +47,14 @@ class Ack(msgspec.Struct, kw_only=True):
     seq: int
     event_id: str
     duplicate: bool
+
+
+def _seq_of(message_id: str) -> int:
+    """The `seq` a message id was made from (`m_42` → 42)."""
+    try:
+        return int(message_id.split("_", 1)[1])
+    except (IndexError, ValueError):
+        return 0
 
 
 def wall_clock_ms() -> int:
@@ -113,6 +121,9 @@ class Node:
         for conn in list(self.connections):
             conn.socket.close(CloseCode.GOING_AWAY, "server shutting down")
         await self.runner.close()
+        for agent in self._agents.values():
+            if agent is not None:
+                await close_agent(agent)
         await self.hub.close()
         await self.broker.close()
         await self.store.close()
@@ -140,8 +151,9 @@ class Node:
         node = self
 
         class BoundWebSocket(WebSocket):
-            def __init__(self, config: Any, server_state: Any, app_state: Any = None,
-                         **_: Any) -> None:
+            def __init__(
+                self, config: Any, server_state: Any, app_state: Any = None, **_: Any
+            ) -> None:
                 super().__init__(node, server_state)
 
         return BoundWebSocket
@@ -264,8 +276,9 @@ class Node:
 
     # ------------------------------------------------------------ subscriptions
 
-    async def subscribe(self, conn: Connection, session_id: str, after: int | None,
-                        re: int) -> None:
+    async def subscribe(
+        self, conn: Connection, session_id: str, after: int | None, re: int
+    ) -> None:
         """Subscribe `conn`, pushing the `subscribed` reply and any missed events onto its
         queue, then every new event, in order, with no gap and no duplicate."""
         user = conn.user
@@ -289,8 +302,11 @@ class Node:
                 self.hub.release(channel)
                 return
             if len(missed) == head - after:
-                socket.push(wire.encode_bytes(
-                    wire.Subscribed(re=re, session=session_id, seq=head, recovered=True)))
+                socket.push(
+                    wire.encode_bytes(
+                        wire.Subscribed(re=re, session=session_id, seq=head, recovered=True)
+                    )
+                )
                 for event in missed:
                     socket.push(wire.encode_bytes(event))
                 for seq, frame in buffered:
@@ -303,8 +319,17 @@ class Node:
         else:
             recovered = None if after is None else False
         snapshot = msgspec.Raw(wire.encode_bytes(self.hub.snapshot(channel)))
-        socket.push(wire.encode_bytes(wire.Subscribed(
-            re=re, session=session_id, seq=channel.seq, snapshot=snapshot, recovered=recovered)))
+        socket.push(
+            wire.encode_bytes(
+                wire.Subscribed(
+                    re=re,
+                    session=session_id,
+                    seq=channel.seq,
+                    snapshot=snapshot,
+                    recovered=recovered,
+                )
+            )
+        )
         self._go_live(conn, channel)
 
     def _go_live(self, conn: Connection, channel: Any) -> None:
@@ -359,9 +384,7 @@ class Node:
     async def cancel(self, user: str, session_id: str, message_id: str) -> None:
         await self.require(session_id, user, Action.CANCEL)
         if not await self.runner.cancel(session_id, message_id):
-            raise ProtocolError(
-                ErrorCode.NOT_FOUND, f"no reply in progress with id {message_id!r}"
-            )
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no reply in progress with id {message_id!r}")
 
     def connection_closed(self, conn: Connection) -> None:
         for session_id in list(conn.subscriptions):
@@ -391,9 +414,14 @@ class Node:
             info = await self.store.get_session(session_id)
             state = fold_session(info, await self.store.read(session_id, 0))
         snap = state.snapshot(presence=[], partials={})
+        # Messages after the trigger (queued behind this reply) are not its context.
         return AgentContext(
             session_id=session_id,
-            messages=[m for m in snap["messages"] if m.get("status") != "streaming"],
+            messages=[
+                m
+                for m in snap["messages"]
+                if m.get("status") != "streaming" and _seq_of(m.get("id", "")) <= trigger.seq
+            ],
             cards=list(snap["cards"]),
             trigger=dict(trigger.data.get("message", {})),
         )
@@ -471,6 +499,4 @@ class Node:
         role = members.get(member)
         if role is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"{member!r} is not a member")
-        return await self.append(
-            session_id, rules.draft_member_removed(member, role, author=user)
-        )
+        return await self.append(session_id, rules.draft_member_removed(member, role, author=user))

@@ -28,6 +28,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from tidings.protocol.codes import CloseCode
+from tidings.protocol.messages import merge_streams
 from tidings.protocol.state import Input
 
 if TYPE_CHECKING:
@@ -235,6 +236,13 @@ class WebSocket(asyncio.Protocol):
         """Queue one encoded frame; it leaves with the next flush, batched with others."""
         if self.closing:
             return
+        if self.paused and self.queue:
+            # Backlogged: a stream chunk that continues the last queued one joins it.
+            merged = merge_streams(self.queue[-1], frame)
+            if merged is not None:
+                self.queued_bytes += len(merged) - len(self.queue[-1])
+                self.queue[-1] = merged
+                return
         self.queue.append(frame)
         self.queued_bytes += len(frame)
         if self.queued_bytes > self.queue_limit:
@@ -282,9 +290,7 @@ class WebSocket(asyncio.Protocol):
             return
         self._write_protocol_output()
         transport = self.transport
-        self._close_timer = asyncio.get_running_loop().call_later(
-            CLOSE_TIMEOUT_S, transport.abort
-        )
+        self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, transport.abort)
 
     def abort(self) -> None:
         if self.transport is not None:

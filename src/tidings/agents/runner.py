@@ -1,0 +1,407 @@
+"""Run agents' replies into sessions: bounded, ordered, cancellable, never blocking a sender.
+
+`submit` only queues: it is called right after a user message is stored and must not delay
+that message's ack. Each session with pending replies has one worker task that runs them
+one at a time in submission order and goes away when the queue is empty; a semaphore
+bounds the replies running at once across the process.
+
+One reply, as seen in the session's log and on the wire:
+
+    agent.status processing
+    message.created  (assistant, status "streaming")
+    stream frames    (ephemeral; offset = code points before the chunk)
+    message.completed {content, usage?}  or  message.failed {error}
+    agent.status idle  (or error after a failure or a timeout)
+
+The content so far stays in memory (`partial`) and goes to `host.save_partial` at most once
+per `partial_interval_s`, from a saver task so that the stream never waits for the store.
+The end event of a message carries the client_id `agent:<message_id>:end`: the store keeps
+one event per client_id, so a reply ends once even when a retry or two recovering nodes
+race (the server must keep users' client_ids out of the `agent:` namespace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+
+from tidings.agents.base import Agent, AgentError, ReplyHost, Usage
+from tidings.core.model import Draft, Event, Kind
+
+log = logging.getLogger("tidings.agents.runner")
+
+CANCELLED: Final = "cancelled"
+INTERRUPTED: Final = "interrupted"
+TIMED_OUT: Final = "The assistant timed out."
+FAILED: Final = "The assistant failed to reply"
+#: The author of the events `recover` appends (the agent of a dead process is unknown).
+SYSTEM_AUTHOR: Final = "tidings"
+
+#: Pauses before retrying the append that ends a reply (the store may be restarting).
+END_RETRY_DELAYS_S: Final = (0.05, 0.25, 1.0)
+#: How long a cancelled agent may take to unwind before the runner stops waiting for it.
+UNWIND_S: Final = 2.0
+_MAX_REASON = 120
+
+
+def end_client_id(message_id: str) -> str:
+    """The client_id of the event that ends a reply (one per message, see the module doc)."""
+    return f"agent:{message_id}:end"
+
+
+def failure_message(error: BaseException) -> str:
+    """What users see when an agent raised: never a stack trace, key or server message."""
+    if isinstance(error, TimeoutError):
+        return TIMED_OUT
+    if isinstance(error, AgentError):
+        reason = " ".join(error.reason.split())[:_MAX_REASON].rstrip(".")
+        if reason:
+            return f"{FAILED} ({reason})."
+    return f"{FAILED} ({type(error).__name__})."
+
+
+@dataclass(eq=False)
+class _Reply:
+    """One running reply: its content so far and how it is being stopped, if it is."""
+
+    session_id: str
+    message_id: str
+    author: str
+    parts: list[str] = field(default_factory=list)
+    length: int = 0
+    usage: Usage | None = None
+    #: Set when the runner stops the reply on purpose: CANCELLED, INTERRUPTED or TIMED_OUT.
+    stop: str | None = None
+    finished: bool = False
+    task: asyncio.Task[None] | None = None
+    dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def content(self) -> str:
+        if len(self.parts) > 1:
+            self.parts[:] = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
+
+    def halt(self, reason: str) -> bool:
+        """Stop the agent for `reason`; False if the reply is already ending."""
+        if self.finished or self.stop is not None:
+            return False
+        self.stop = reason
+        if self.task is not None:
+            self.task.cancel()
+        return True
+
+
+class AgentRunner:
+    def __init__(
+        self,
+        host: ReplyHost,
+        *,
+        concurrency: int = 32,
+        timeout_s: float = 120,
+        partial_interval_s: float = 0.25,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if timeout_s <= 0 or partial_interval_s < 0:
+            raise ValueError("timeout_s must be positive and partial_interval_s not negative")
+        self._host = host
+        self._timeout_s = timeout_s
+        self._partial_interval_s = partial_interval_s
+        self._slots = asyncio.Semaphore(concurrency)
+        self._queues: dict[str, deque[tuple[Agent, Event]]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[tuple[str, str], _Reply] = {}
+        self._active = 0
+        self._closing = False
+
+    # -- what the server calls ------------------------------------------------------------
+
+    def submit(self, session_id: str, agent: Agent, trigger: Event) -> None:
+        """Queue a reply to `trigger` (a stored user `message.created`); returns at once."""
+        if self._closing:
+            log.warning("reply to %s/%s dropped: shutting down", session_id, trigger.event_id)
+            return
+        self._queues.setdefault(session_id, deque()).append((agent, trigger))
+        if session_id not in self._workers:
+            self._workers[session_id] = asyncio.create_task(
+                self._drain(session_id), name=f"tidings-replies-{session_id}"
+            )
+
+    def partial(self, session_id: str, message_id: str) -> str | None:
+        """The content so far of a reply running here, or None if it is not running here."""
+        reply = self._running.get((session_id, message_id))
+        return None if reply is None else reply.content()
+
+    async def cancel(self, session_id: str, message_id: str) -> bool:
+        """Stop a running reply (it ends with `message.failed` "cancelled").
+
+        Returns at once, before that event is appended, so that the server can send the
+        request's `ok` first. False when no such reply is running here.
+        """
+        reply = self._running.get((session_id, message_id))
+        return reply is not None and reply.halt(CANCELLED)
+
+    async def recover(self, streaming: list[tuple[str, str]]) -> None:
+        """Mark replies orphaned by a dead process (`(session_id, message_id)`) interrupted.
+
+        Each such message gets `message.failed` "interrupted", and its session an
+        `agent.status` idle. Both carry client_ids derived from the message, so that two
+        nodes recovering the same reply append each event once.
+        """
+        for session_id, message_id in streaming:
+            if (session_id, message_id) in self._running:
+                continue
+            failed = Draft(
+                kind=Kind.MESSAGE_FAILED,
+                author=SYSTEM_AUTHOR,
+                data={"message_id": message_id, "error": INTERRUPTED},
+                client_id=end_client_id(message_id),
+            )
+            idle = Draft(
+                kind=Kind.AGENT_STATUS,
+                author=SYSTEM_AUTHOR,
+                data={"status": "idle"},
+                client_id=f"agent:{message_id}:recovered",
+            )
+            try:
+                await self._host.append(session_id, failed)
+                await self._host.append(session_id, idle)
+            except Exception:
+                log.exception("could not mark %s/%s interrupted", session_id, message_id)
+
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Drop queued replies, end running ones as "interrupted", and wait for the workers.
+
+        A worker still busy after `grace_s` (a host that hangs) is cancelled.
+        """
+        self._closing = True
+        for queue in self._queues.values():
+            queue.clear()
+        for reply in list(self._running.values()):
+            reply.halt(INTERRUPTED)
+        workers = list(self._workers.values())
+        if not workers:
+            return
+        _, late = await asyncio.wait(workers, timeout=grace_s)
+        for worker in late:
+            worker.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+    @property
+    def closing(self) -> bool:
+        """True once `close` has begun: `submit` drops replies from then on."""
+        return self._closing
+
+    def active(self) -> int:
+        """Replies running now (holding one of the `concurrency` slots)."""
+        return self._active
+
+    def pending(self) -> int:
+        """Replies queued and not yet started, across every session."""
+        return sum(len(queue) for queue in self._queues.values())
+
+    # -- one session's worker -------------------------------------------------------------
+
+    async def _drain(self, session_id: str) -> None:
+        queue = self._queues[session_id]
+        try:
+            while queue and not self._closing:
+                agent, trigger = queue.popleft()
+                try:
+                    async with self._slots:
+                        if self.closing:  # (closed while this reply waited for a slot)
+                            return
+                        self._active += 1
+                        try:
+                            await self._reply(session_id, agent, trigger)
+                        finally:
+                            self._active -= 1
+                except Exception:
+                    log.exception("reply in session %s failed unexpectedly", session_id)
+        finally:
+            # No await since the loop saw the queue empty: a submit cannot slip in between.
+            del self._queues[session_id]
+            del self._workers[session_id]
+
+    # -- one reply --------------------------------------------------------------------------
+
+    async def _reply(self, session_id: str, agent: Agent, trigger: Event) -> None:
+        author = agent.name
+        try:
+            await self._status(session_id, author, "processing", task="reply")
+            created = await self._host.append(
+                session_id,
+                Draft(
+                    kind=Kind.MESSAGE_CREATED,
+                    author=author,
+                    data={
+                        "message": {
+                            "role": "assistant",
+                            "author": author,
+                            "content": "",
+                            "is_code": False,
+                            "status": "streaming",
+                        }
+                    },
+                ),
+            )
+        except Exception:
+            log.exception("could not start a reply in session %s", session_id)
+            await self._safe_status(session_id, author, "error", error=f"{FAILED}.")
+            return
+        reply = _Reply(session_id, str(created.data["message"]["id"]), author)
+        key = (session_id, reply.message_id)
+        # Registered until the end event is stored: a snapshot taken meanwhile still gets
+        # the whole content from `partial`, not an older coalesced save.
+        self._running[key] = reply
+        try:
+            if self._closing:
+                reply.stop = INTERRUPTED
+            else:
+                await self._stream(reply, agent, trigger)
+            reply.finished = True
+            await self._end(reply)
+        finally:
+            reply.finished = True
+            del self._running[key]
+
+    async def _stream(self, reply: _Reply, agent: Agent, trigger: Event) -> None:
+        """Run the agent under the timeout, with the partial saver alongside."""
+        reply.task = asyncio.create_task(self._pump(reply, agent, trigger))
+        saver = asyncio.create_task(self._save_partials(reply))
+        try:
+            _, late = await asyncio.wait({reply.task}, timeout=self._timeout_s)
+            if late:
+                reply.halt(TIMED_OUT)
+                await asyncio.wait({reply.task}, timeout=UNWIND_S)
+        except asyncio.CancelledError:
+            # The worker itself is cancelled (a close that ran out of grace): stop both and
+            # let them unwind, so that no task outlives the runner.
+            reply.task.cancel()
+            saver.cancel()
+            await asyncio.wait({reply.task, saver}, timeout=UNWIND_S)
+            raise
+        finally:
+            reply.finished = True
+            reply.done.set()
+            reply.dirty.set()
+        # The saver finishes the write it may be doing (a cancelled write could leave the
+        # store's connection in a bad state) and stops.
+        await saver
+        if not reply.task.done():
+            log.error("agent %r ignored cancellation; abandoning it", reply.author)
+            reply.stop = reply.stop or TIMED_OUT
+            return
+        error = None if reply.task.cancelled() else reply.task.exception()
+        if error is not None and reply.stop is None:
+            reply.stop = failure_message(error)
+            if not isinstance(error, TimeoutError | AgentError):
+                log.error(
+                    "agent %r failed in session %s",
+                    reply.author,
+                    reply.session_id,
+                    exc_info=error,
+                )
+        elif reply.task.cancelled() and reply.stop is None:
+            reply.stop = INTERRUPTED  # cancelled by someone else than the runner
+
+    async def _pump(self, reply: _Reply, agent: Agent, trigger: Event) -> None:
+        context = await self._host.context(reply.session_id, trigger)
+        chunks: AsyncIterator[str | Usage] = agent.reply(context)
+        try:
+            async for item in chunks:
+                if isinstance(item, Usage):
+                    reply.usage = item
+                    continue
+                if not isinstance(item, str):
+                    raise TypeError(f"agents yield str or Usage, not {type(item).__name__}")
+                if not item:
+                    continue
+                offset = reply.length
+                reply.parts.append(item)
+                reply.length += len(item)
+                reply.dirty.set()
+                self._host.stream(reply.session_id, reply.message_id, offset, item)
+        finally:
+            # An async generator stopped between two chunks is closed now, not by the GC.
+            aclose: Any = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _save_partials(self, reply: _Reply) -> None:
+        while True:
+            await reply.dirty.wait()
+            if reply.finished:
+                return
+            reply.dirty.clear()
+            try:
+                await self._host.save_partial(reply.session_id, reply.message_id, reply.content())
+            except Exception:
+                log.warning("could not save the partial reply %s", reply.message_id, exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reply.done.wait(), self._partial_interval_s)
+
+    async def _end(self, reply: _Reply) -> None:
+        if reply.stop is None:
+            data: dict[str, Any] = {"message_id": reply.message_id, "content": reply.content()}
+            if reply.usage is not None:
+                data["usage"] = msgspec.structs.asdict(reply.usage)
+            end = Draft(
+                kind=Kind.MESSAGE_COMPLETED,
+                author=reply.author,
+                data=data,
+                client_id=end_client_id(reply.message_id),
+            )
+            status, error = "idle", None
+        else:
+            end = Draft(
+                kind=Kind.MESSAGE_FAILED,
+                author=reply.author,
+                data={"message_id": reply.message_id, "error": reply.stop},
+                client_id=end_client_id(reply.message_id),
+            )
+            stopped_on_purpose = reply.stop in (CANCELLED, INTERRUPTED)
+            status, error = ("idle", None) if stopped_on_purpose else ("error", reply.stop)
+        for delay in (*END_RETRY_DELAYS_S, None):
+            try:
+                await self._host.append(reply.session_id, end)
+                break
+            except Exception:
+                if delay is None or self._closing:
+                    # Left streaming; `recover` on the next start marks it interrupted.
+                    log.exception("could not end the reply %s", reply.message_id)
+                    return
+                await asyncio.sleep(delay)
+        await self._safe_status(reply.session_id, reply.author, status, error=error)
+
+    async def _status(
+        self,
+        session_id: str,
+        author: str,
+        status: str,
+        *,
+        task: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        data: dict[str, Any] = {"status": status}
+        if task is not None:
+            data["task"] = task
+        if error is not None:
+            data["error"] = error
+        await self._host.append(session_id, Draft(kind=Kind.AGENT_STATUS, author=author, data=data))
+
+    async def _safe_status(
+        self, session_id: str, author: str, status: str, *, error: str | None = None
+    ) -> None:
+        try:
+            await self._status(session_id, author, status, error=error)
+        except Exception:
+            log.warning("could not set the agent status in %s", session_id, exc_info=True)

@@ -1,0 +1,221 @@
+"""An in-memory `EventStore`: a real implementation, used by tests in place of mocks.
+
+Every method runs without an `await` between reading and writing state, so on one event
+loop each call is atomic: concurrent appends to one session still get gap-free seqs.
+Data lives as long as the object: `close()` then `open()` keeps it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from tidings.backends.base import Clock, NotFound
+from tidings.core.model import (
+    Appended,
+    Conflict,
+    Draft,
+    Event,
+    Kind,
+    Message,
+    Role,
+    SessionInfo,
+    finalize_data,
+)
+
+
+@dataclass
+class _Session:
+    info: SessionInfo
+    order: int
+    metadata: Any = None
+    members: dict[str, Role] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    by_client_id: dict[str, Event] = field(default_factory=dict)
+    messages: dict[str, Message] = field(default_factory=dict)
+
+
+def _copy_json(data: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy through JSON: callers cannot mutate stored data, and what a durable
+    store could not encode fails here too."""
+    copied: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(data))
+    return copied
+
+
+def _with_offset(message: Message) -> Message:
+    if message.status != "streaming":
+        return message
+    return msgspec.structs.replace(message, offset=len(message.content))
+
+
+class MemoryStore:
+    """`EventStore` kept in dicts (see the contract in `tidings.backends.base`)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._sessions: dict[str, _Session] = {}
+        self._created = 0
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def ping(self) -> None:
+        pass
+
+    async def migrate(self) -> int:
+        """Nothing to migrate: the schema version of a memory store is 0."""
+        return 0
+
+    def _session(self, session_id: str) -> _Session:
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise NotFound(f"no session {session_id!r}") from None
+
+    async def create_session(
+        self, session_id: str, *, title: str, agent: str, owner: str
+    ) -> SessionInfo:
+        if session_id in self._sessions:
+            raise ValueError(f"session {session_id!r} already exists")
+        now = self._clock()
+        info = SessionInfo(id=session_id, title=title, agent=agent, owner=owner, created_at=now)
+        self._created += 1
+        session = _Session(info=info, order=self._created)
+        self._sessions[session_id] = session
+        self._commit(
+            session,
+            Draft(kind=Kind.MEMBER_ADDED, author=owner, data={"user": owner, "role": "owner"}),
+            now,
+        )
+        return msgspec.structs.replace(info)
+
+    async def get_session(self, session_id: str) -> SessionInfo:
+        return msgspec.structs.replace(self._session(session_id).info)
+
+    async def list_sessions(self, user: str) -> list[SessionInfo]:
+        mine = [s for s in self._sessions.values() if user in s.members]
+        mine.sort(key=lambda s: (s.info.created_at, s.order), reverse=True)
+        return [msgspec.structs.replace(s.info) for s in mine]
+
+    async def members(self, session_id: str) -> dict[str, Role]:
+        return dict(self._session(session_id).members)
+
+    async def role(self, session_id: str, user: str) -> Role | None:
+        return self._session(session_id).members.get(user)
+
+    async def append(self, session_id: str, draft: Draft) -> Appended | Conflict:
+        session = self._session(session_id)
+        if draft.client_id is not None:
+            original = session.by_client_id.get(draft.client_id)
+            if original is not None:
+                return Appended(event=original, duplicate=True)
+        if draft.base_version is not None and draft.base_version != session.info.version:
+            return Conflict(version=session.info.version)
+        return Appended(event=self._commit(session, draft, self._clock()), duplicate=False)
+
+    def _commit(self, session: _Session, draft: Draft, ts: int) -> Event:
+        info = session.info
+        seq = info.seq + 1
+        version = info.version + 1 if draft.kind == Kind.SESSION_UPDATED else info.version
+        data = _copy_json(finalize_data(draft.kind, draft.data, seq, ts, version))
+        event = Event(
+            session=info.id,
+            seq=seq,
+            kind=draft.kind,
+            ts=ts,
+            author=draft.author,
+            data=data,
+            client_id=draft.client_id,
+        )
+        self._apply(session, event)
+        info.seq = seq
+        info.version = version
+        session.events.append(event)
+        if draft.client_id is not None:
+            session.by_client_id[draft.client_id] = event
+        return event
+
+    def _apply(self, session: _Session, event: Event) -> None:
+        """Update the rows derived from `event` (the same rules as the SQL stores)."""
+        data = event.data
+        kind = event.kind
+        if kind == Kind.MEMBER_ADDED:
+            session.members[data["user"]] = Role(data["role"])
+        elif kind == Kind.MEMBER_REMOVED:
+            session.members.pop(data["user"], None)
+        elif kind == Kind.SESSION_UPDATED:
+            changes = data.get("changes") or {}
+            if isinstance(changes.get("title"), str):
+                session.info.title = changes["title"]
+            if isinstance(changes.get("status"), str):
+                session.info.status = changes["status"]
+            if "metadata" in changes:
+                session.metadata = changes["metadata"]
+        elif kind == Kind.MESSAGE_CREATED:
+            m = data["message"]
+            session.messages[m["id"]] = Message(
+                id=m["id"],
+                seq=event.seq,
+                role=m.get("role", "user"),
+                author=m.get("author", event.author),
+                content=m.get("content", ""),
+                is_code=bool(m.get("is_code", False)),
+                status=m.get("status", "complete"),
+                created_at=m.get("created_at", event.ts),
+            )
+        elif kind == Kind.MESSAGE_COMPLETED:
+            found = session.messages.get(data["message_id"])
+            if found is not None:
+                found.status = "complete"
+                found.content = data.get("content", found.content)
+                found.usage = data.get("usage")
+        elif kind == Kind.MESSAGE_FAILED:
+            found = session.messages.get(data["message_id"])
+            if found is not None:
+                found.status = "failed"
+                found.error = data.get("error")
+
+    async def read(self, session_id: str, after: int, limit: int | None = None) -> list[Event]:
+        events = self._session(session_id).events
+        # seq n sits at index n - 1: the log has no gaps.
+        start = max(after, 0)
+        end = len(events) if limit is None else min(len(events), start + max(limit, 0))
+        return events[start:end]
+
+    async def head(self, session_id: str) -> int:
+        return self._session(session_id).info.seq
+
+    async def messages(
+        self, session_id: str, *, before: int | None = None, limit: int = 50
+    ) -> list[Message]:
+        rows = self._session(session_id).messages.values()
+        chosen = [m for m in rows if before is None or m.seq < before]
+        chosen.sort(key=lambda m: m.seq, reverse=True)
+        return [_with_offset(msgspec.structs.replace(m)) for m in chosen[: max(limit, 0)]]
+
+    async def message(self, session_id: str, message_id: str) -> Message:
+        found = self._session(session_id).messages.get(message_id)
+        if found is None:
+            raise NotFound(f"no message {message_id!r} in session {session_id!r}")
+        return _with_offset(msgspec.structs.replace(found))
+
+    async def save_partial(self, session_id: str, message_id: str, content: str) -> None:
+        found = self._session(session_id).messages.get(message_id)
+        if found is None:
+            raise NotFound(f"no message {message_id!r} in session {session_id!r}")
+        # A partial arriving after completion or failure must not overwrite the result.
+        if found.status == "streaming":
+            found.content = content
+
+    async def streaming_messages(self) -> list[tuple[str, str]]:
+        return [
+            (session_id, m.id)
+            for session_id, session in self._sessions.items()
+            for m in session.messages.values()
+            if m.status == "streaming"
+        ]

@@ -1,0 +1,74 @@
+"""PostgreSQL schema migrations; the version is kept in the `tidings_schema` table.
+
+JSON columns are `json`, not `jsonb`: the text is kept exactly as encoded, so an event
+read back is byte-for-byte the event that was acknowledged (key order included).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Created before any migration runs; holds one row, the schema version.
+VERSION_TABLE: Final[str] = """
+CREATE TABLE IF NOT EXISTS tidings_schema (
+    only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+    version INTEGER NOT NULL
+);
+INSERT INTO tidings_schema (version) VALUES (0) ON CONFLICT DO NOTHING;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: sessions, members, the event log and the message rows derived from it.
+    """
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        seq BIGINT NOT NULL DEFAULT 0,
+        version BIGINT NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'active',
+        metadata JSON
+    );
+    CREATE INDEX sessions_created ON sessions (created_at);
+
+    CREATE TABLE members (
+        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        "user" TEXT NOT NULL,
+        role TEXT NOT NULL,
+        PRIMARY KEY (session_id, "user")
+    );
+    CREATE INDEX members_user ON members ("user");
+
+    CREATE TABLE events (
+        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        seq BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        ts BIGINT NOT NULL,
+        author TEXT NOT NULL,
+        client_id TEXT,
+        data JSON NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    );
+    CREATE UNIQUE INDEX events_client_id ON events (session_id, client_id)
+        WHERE client_id IS NOT NULL;
+
+    CREATE TABLE messages (
+        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        role TEXT NOT NULL,
+        author TEXT NOT NULL,
+        content TEXT NOT NULL,
+        is_code BOOLEAN NOT NULL,
+        status TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        error TEXT,
+        usage JSON,
+        PRIMARY KEY (session_id, id)
+    );
+    CREATE INDEX messages_seq ON messages (session_id, seq);
+    CREATE INDEX messages_streaming ON messages (session_id, id) WHERE status = 'streaming';
+    """,
+)

@@ -1,0 +1,744 @@
+"""The default `EventStore`: one SQLite file, WAL, `synchronous=FULL`, group commit.
+
+How a write goes:
+
+* Every write (append, create_session, save_partial) is queued on the event loop as a
+  small function plus a future. A single flusher task takes *everything* queued, hands
+  it to the one writer thread, and that thread runs it as one transaction, then one
+  COMMIT, so one fsync acknowledges the whole batch. If any write of the batch fails,
+  the batch is rolled back and rerun with each write in its own SAVEPOINT, so one
+  failing write spoils nothing else. Writes queued while a batch commits form the next
+  batch. That is group commit: under load, batches grow and fsyncs stay few.
+* The writer thread owns its connection and a cache of each session's `(seq, version)`,
+  read once from the row and then kept up to date. **This assumes that this store is
+  the only writer of the file** (one server process per SQLite file); several processes
+  appending to one file would need the cache removed. The row's `seq`/`version` columns
+  are written once per batch and session, in the same transaction.
+* Reads run on a small pool of reader threads, each with its own connection; WAL lets
+  them read the last committed state while a batch commits.
+
+Every `sqlite3.Error` surfaces as `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from tidings.backends.base import Clock, NotFound, StoreUnavailable
+from tidings.backends.migrations.sqlite import MIGRATIONS
+from tidings.core.model import (
+    Appended,
+    Conflict,
+    Draft,
+    Event,
+    Kind,
+    Message,
+    Role,
+    SessionInfo,
+    finalize_data,
+)
+
+T = TypeVar("T")
+_Write = Callable[[sqlite3.Connection], Any]
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+#: Larger than any seq: `messages(before=None)` reads with this bound.
+_NO_BOUND: Final = 2**62
+_BUSY_TIMEOUT_MS: Final = 5000
+
+_SESSION_COLUMNS: Final = "id, title, agent, owner, created_at, seq, version, status"
+_MESSAGE_COLUMNS: Final = (
+    "id, seq, role, author, content, is_code, status, created_at, error, usage"
+)
+
+
+def _json(value: Any) -> str:
+    return _encode(value).decode()
+
+
+def _session_of(row: tuple[Any, ...]) -> SessionInfo:
+    return SessionInfo(
+        id=row[0],
+        title=row[1],
+        agent=row[2],
+        owner=row[3],
+        created_at=row[4],
+        seq=row[5],
+        version=row[6],
+        status=row[7],
+    )
+
+
+def _message_of(row: tuple[Any, ...]) -> Message:
+    status = row[6]
+    return Message(
+        id=row[0],
+        seq=row[1],
+        role=row[2],
+        author=row[3],
+        content=row[4],
+        is_code=bool(row[5]),
+        status=status,
+        created_at=row[7],
+        offset=len(row[4]) if status == "streaming" else None,
+        error=row[8],
+        usage=None if row[9] is None else _decode(row[9]),
+    )
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script into statements (so it can run inside our transaction;
+    `executescript` would commit first)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {pending!r}")
+
+
+def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
+    return StoreUnavailable(f"sqlite: {exc}")
+
+
+class SqliteStore:
+    """`EventStore` on one SQLite file (see the module docstring for the design)."""
+
+    def __init__(self, path: str, clock: Clock, *, readers: int = 2) -> None:
+        self.path = path
+        self._clock = clock
+        self._readers = readers
+        self._open = False
+        # Event-loop side of the writer.
+        self._pending: list[tuple[_Write, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        # Writer-thread side: touched only from the writer thread.
+        self._wconn: sqlite3.Connection | None = None
+        self._heads: dict[str, tuple[int, int]] = {}
+        self._dirty: set[str] = set()
+        # Reader threads: one connection each, all closed by `close()`.
+        self._local = threading.local()
+        self._rconns: list[sqlite3.Connection] = []
+        self._rconns_lock = threading.Lock()
+        #: Transactions committed by the writer (for tests and metrics): under load it
+        #: grows much more slowly than the number of appends.
+        self.commits = 0
+        #: Writes committed (appends, partial saves, session creations).
+        self.writes = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._open:
+            return
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidings-sqlite-writer")
+        try:
+            await asyncio.get_running_loop().run_in_executor(writer, self._open_writer)
+        except BaseException:
+            writer.shutdown(wait=True)
+            raise
+        self._writer = writer
+        self._reader = ThreadPoolExecutor(
+            max_workers=self._readers, thread_name_prefix="tidings-sqlite-reader"
+        )
+        self._open = True
+
+    async def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False  # new writes are refused; queued ones still commit
+        while self._flusher is not None:
+            await asyncio.wait([self._flusher])
+        assert self._writer is not None
+        assert self._reader is not None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self._close_writer)
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+        with self._rconns_lock:
+            for conn in self._rconns:
+                conn.close()
+            self._rconns.clear()
+        self._writer = self._reader = None
+        self._local = threading.local()
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def migrate(self) -> int:
+        """Create or migrate the schema; return its version (for `tidings migrate`)."""
+        if self._open:
+            assert self._writer is not None
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._writer, self._migrate_writer)
+        return await asyncio.to_thread(self._migrate_file)
+
+    async def writer_pragmas(self) -> dict[str, int | str]:
+        """The durability settings of the writer's connection (for tests and diagnostics)."""
+        if not self._open or self._writer is None:
+            raise StoreUnavailable("the SQLite store is not open")
+
+        def read() -> dict[str, int | str]:
+            assert self._wconn is not None
+            names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+            return {name: self._wconn.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
+
+        return await asyncio.get_running_loop().run_in_executor(self._writer, read)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def _open_writer(self) -> None:
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from exc
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal" and self.path != ":memory:":
+                raise StoreUnavailable(f"sqlite: cannot use WAL on {self.path!r} (got {mode})")
+            # FULL: the WAL is fsynced at every commit, so an ack survives power loss.
+            conn.execute("PRAGMA synchronous = FULL")
+            _migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _unavailable(exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._wconn = conn
+        self._heads.clear()
+
+    def _close_writer(self) -> None:
+        if self._wconn is not None:
+            self._wconn.close()
+            self._wconn = None
+        self._heads.clear()
+
+    def _migrate_writer(self) -> int:
+        assert self._wconn is not None
+        try:
+            return _migrate(self._wconn)
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from exc
+
+    def _migrate_file(self) -> int:
+        try:
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return _migrate(conn)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from exc
+
+    # -- the writer: group commit ----------------------------------------------------
+
+    async def _write(self, write: _Write) -> Any:
+        if not self._open:
+            raise StoreUnavailable("the SQLite store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((write, future))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush(), name="tidings-sqlite-flush")
+        return await future
+
+    async def _flush(self) -> None:
+        """Commit everything queued, batch after batch, until the queue is empty."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                assert self._writer is not None
+                try:
+                    results = await loop.run_in_executor(
+                        self._writer, self._commit_batch, [write for write, _ in batch]
+                    )
+                except BaseException as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(StoreUnavailable(f"sqlite writer: {exc!r}"))
+                    raise
+                for (_, future), (ok, value) in zip(batch, results, strict=True):
+                    if future.done():  # the caller gave up waiting; the write stands
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        finally:
+            self._flusher = None
+
+    def _commit_batch(self, writes: list[_Write]) -> list[tuple[bool, Any]]:
+        """In the writer thread: run the batch as one transaction with one commit.
+
+        First optimistically, every write straight into the transaction. Should any
+        write raise (a bad draft, an unknown session, an SQL error), the transaction is
+        rolled back and the batch runs again with each write in its own SAVEPOINT, so
+        the failing write fails alone. Failures are rare; savepoints cost two
+        statements per write, which is why they are not the first attempt.
+        """
+        conn = self._wconn
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                results: list[tuple[bool, Any]] = [(True, write(conn)) for write in writes]
+            except Exception:
+                self._rollback(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                results = [self._run_in_savepoint(conn, write) for write in writes]
+            if self._dirty:
+                conn.executemany(
+                    "UPDATE sessions SET seq = ?, version = ? WHERE id = ?",
+                    [(*self._heads[sid], sid) for sid in self._dirty],
+                )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            failure = _unavailable(exc)
+            return [(False, failure)] * len(writes)
+        self._dirty.clear()
+        self.commits += 1
+        self.writes += sum(1 for ok, _ in results if ok)
+        return results
+
+    def _run_in_savepoint(self, conn: sqlite3.Connection, write: _Write) -> tuple[bool, Any]:
+        heads = {sid: self._heads[sid] for sid in self._dirty}
+        conn.execute("SAVEPOINT w")
+        try:
+            value = write(conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO w")
+            conn.execute("RELEASE w")
+            # Forget what the failed write did to the cache (heads it read are true).
+            for sid in self._dirty - heads.keys():
+                del self._heads[sid]
+            self._heads.update(heads)
+            self._dirty.intersection_update(heads)
+            if isinstance(exc, sqlite3.Error):
+                exc = _unavailable(exc)
+            return (False, exc)
+        conn.execute("RELEASE w")
+        return (True, value)
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        # The cached heads may describe writes that were rolled back: drop them all.
+        self._heads.clear()
+        self._dirty.clear()
+
+    def _head(self, conn: sqlite3.Connection, session_id: str) -> tuple[int, int]:
+        head = self._heads.get(session_id)
+        if head is None:
+            row = conn.execute(
+                "SELECT seq, version FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no session {session_id!r}")
+            head = self._heads[session_id] = (row[0], row[1])
+        return head
+
+    def _append_in_tx(
+        self, conn: sqlite3.Connection, session_id: str, draft: Draft
+    ) -> Appended | Conflict:
+        seq, version = self._head(conn, session_id)
+        if draft.client_id is not None and draft.base_version is not None:
+            # Dedupe before the compare-and-set: a retried CAS gets its original event.
+            original = _by_client_id(conn, session_id, draft.client_id)
+            if original is not None:
+                return Appended(event=original, duplicate=True)
+        if draft.base_version is not None and draft.base_version != version:
+            return Conflict(version=version)
+        event = self._insert_event(conn, session_id, draft, seq, version, self._clock())
+        if event is None:  # the insert met the client_id already in the log
+            original = _by_client_id(conn, session_id, draft.client_id or "")
+            assert original is not None
+            return Appended(event=original, duplicate=True)
+        return Appended(event=event, duplicate=False)
+
+    def _insert_event(
+        self,
+        conn: sqlite3.Connection,
+        session_id: str,
+        draft: Draft,
+        seq: int,
+        version: int,
+        ts: int,
+    ) -> Event | None:
+        """Insert the event after `(seq, version)` and its derived rows; None (and
+        nothing written) when its client_id is already in the session's log.
+
+        The dedupe is the insert itself (`ON CONFLICT DO NOTHING` on the client_id
+        index): one statement instead of a lookup and an insert on the hot path.
+        """
+        kind = str(draft.kind)
+        seq += 1
+        if kind == Kind.SESSION_UPDATED:
+            version += 1
+        text = _json(finalize_data(kind, draft.data, seq, ts, version))
+        data: dict[str, Any] = _decode(text)  # a private copy, as a reader would see it
+        derived = _derived(session_id, kind, data, seq, ts, draft.author)
+        cursor = conn.execute(
+            "INSERT INTO events (session_id, seq, kind, ts, author, client_id, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id, client_id)"
+            " WHERE client_id IS NOT NULL DO NOTHING",
+            (session_id, seq, kind, ts, draft.author, draft.client_id, text),
+        )
+        if cursor.rowcount == 0:
+            return None
+        for sql, args in derived:
+            conn.execute(sql, args)
+        # Only once every statement has succeeded: a failed write leaves the cache as is.
+        self._heads[session_id] = (seq, version)
+        self._dirty.add(session_id)
+        return Event(
+            session=session_id,
+            seq=seq,
+            kind=kind,
+            ts=ts,
+            author=draft.author,
+            data=data,
+            client_id=draft.client_id,
+        )
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def create_session(
+        self, session_id: str, *, title: str, agent: str, owner: str
+    ) -> SessionInfo:
+        def write(conn: sqlite3.Connection) -> SessionInfo:
+            exists = conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,))
+            if exists.fetchone() is not None:
+                raise ValueError(f"session {session_id!r} already exists")
+            now = self._clock()
+            conn.execute(
+                "INSERT INTO sessions (id, title, agent, owner, created_at, seq, version)"
+                " VALUES (?, ?, ?, ?, ?, 0, 0)",
+                (session_id, title, agent, owner, now),
+            )
+            first = Draft(
+                kind=Kind.MEMBER_ADDED, author=owner, data={"user": owner, "role": "owner"}
+            )
+            self._insert_event(conn, session_id, first, 0, 0, now)
+            return SessionInfo(
+                id=session_id, title=title, agent=agent, owner=owner, created_at=now, seq=1
+            )
+
+        result: SessionInfo = await self._write(write)
+        return result
+
+    async def append(self, session_id: str, draft: Draft) -> Appended | Conflict:
+        result: Appended | Conflict = await self._write(
+            lambda conn: self._append_in_tx(conn, session_id, draft)
+        )
+        return result
+
+    async def save_partial(self, session_id: str, message_id: str, content: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            # Only while streaming: a late partial must not overwrite the final content.
+            cursor = conn.execute(
+                "UPDATE messages SET content = ?"
+                " WHERE session_id = ? AND id = ? AND status = 'streaming'",
+                (content, session_id, message_id),
+            )
+            if cursor.rowcount == 0:
+                _check_message(conn, session_id, message_id)
+
+        await self._write(write)
+
+    # -- reads -----------------------------------------------------------------------
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            with self._rconns_lock:
+                self._rconns.append(conn)
+            self._local.conn = conn
+        return conn
+
+    async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        reader = self._reader
+        if not self._open or reader is None:
+            raise StoreUnavailable("the SQLite store is not open")
+
+        def run() -> T:
+            return read(self._reader_conn())
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(reader, run)
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from exc
+
+    async def get_session(self, session_id: str) -> SessionInfo:
+        def read(conn: sqlite3.Connection) -> SessionInfo:
+            row = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no session {session_id!r}")
+            return _session_of(row)
+
+        return await self._read(read)
+
+    async def list_sessions(self, user: str) -> list[SessionInfo]:
+        def read(conn: sqlite3.Connection) -> list[SessionInfo]:
+            rows = conn.execute(
+                "SELECT s.id, s.title, s.agent, s.owner, s.created_at, s.seq, s.version,"
+                " s.status FROM members m JOIN sessions s ON s.id = m.session_id"
+                " WHERE m.user = ? ORDER BY s.created_at DESC, s.rowid DESC",
+                (user,),
+            ).fetchall()
+            return [_session_of(row) for row in rows]
+
+        return await self._read(read)
+
+    async def members(self, session_id: str) -> dict[str, Role]:
+        def read(conn: sqlite3.Connection) -> dict[str, Role]:
+            rows = conn.execute(
+                "SELECT user, role FROM members WHERE session_id = ?", (session_id,)
+            ).fetchall()
+            if not rows:
+                _check_session(conn, session_id)
+            return {user: Role(role) for user, role in rows}
+
+        return await self._read(read)
+
+    async def role(self, session_id: str, user: str) -> Role | None:
+        def read(conn: sqlite3.Connection) -> Role | None:
+            row = conn.execute(
+                "SELECT role FROM members WHERE session_id = ? AND user = ?", (session_id, user)
+            ).fetchone()
+            if row is None:
+                _check_session(conn, session_id)
+                return None
+            return Role(row[0])
+
+        return await self._read(read)
+
+    async def read(self, session_id: str, after: int, limit: int | None = None) -> list[Event]:
+        def read(conn: sqlite3.Connection) -> list[Event]:
+            rows = conn.execute(
+                "SELECT seq, kind, ts, author, client_id, data FROM events"
+                " WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (session_id, after, -1 if limit is None else max(limit, 0)),
+            ).fetchall()
+            if not rows:
+                _check_session(conn, session_id)
+            return [
+                Event(
+                    session=session_id,
+                    seq=seq,
+                    kind=kind,
+                    ts=ts,
+                    author=author,
+                    client_id=client_id,
+                    data=_decode(data),
+                )
+                for seq, kind, ts, author, client_id, data in rows
+            ]
+
+        return await self._read(read)
+
+    async def head(self, session_id: str) -> int:
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT seq FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no session {session_id!r}")
+            seq: int = row[0]
+            return seq
+
+        return await self._read(read)
+
+    async def messages(
+        self, session_id: str, *, before: int | None = None, limit: int = 50
+    ) -> list[Message]:
+        def read(conn: sqlite3.Connection) -> list[Message]:
+            rows = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+                " WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                (session_id, _NO_BOUND if before is None else before, max(limit, 0)),
+            ).fetchall()
+            if not rows:
+                _check_session(conn, session_id)
+            return [_message_of(row) for row in rows]
+
+        return await self._read(read)
+
+    async def message(self, session_id: str, message_id: str) -> Message:
+        def read(conn: sqlite3.Connection) -> Message:
+            row = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND id = ?",
+                (session_id, message_id),
+            ).fetchone()
+            if row is None:
+                _check_session(conn, session_id)
+                raise NotFound(f"no message {message_id!r} in session {session_id!r}")
+            return _message_of(row)
+
+        return await self._read(read)
+
+    async def streaming_messages(self) -> list[tuple[str, str]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            rows = conn.execute(
+                "SELECT session_id, id FROM messages WHERE status = 'streaming'"
+                " ORDER BY session_id, seq"
+            ).fetchall()
+            return [(session_id, message_id) for session_id, message_id in rows]
+
+        return await self._read(read)
+
+
+def _check_session(conn: sqlite3.Connection, session_id: str) -> None:
+    if conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is None:
+        raise NotFound(f"no session {session_id!r}")
+
+
+def _check_message(conn: sqlite3.Connection, session_id: str, message_id: str) -> None:
+    row = conn.execute(
+        "SELECT 1 FROM messages WHERE session_id = ? AND id = ?", (session_id, message_id)
+    ).fetchone()
+    if row is None:
+        _check_session(conn, session_id)
+        raise NotFound(f"no message {message_id!r} in session {session_id!r}")
+
+
+def _by_client_id(conn: sqlite3.Connection, session_id: str, client_id: str) -> Event | None:
+    row = conn.execute(
+        "SELECT seq, kind, ts, author, data FROM events WHERE session_id = ? AND client_id = ?",
+        (session_id, client_id),
+    ).fetchone()
+    if row is None:
+        return None
+    return Event(
+        session=session_id,
+        seq=row[0],
+        kind=row[1],
+        ts=row[2],
+        author=row[3],
+        data=_decode(row[4]),
+        client_id=client_id,
+    )
+
+
+def _derived(
+    session_id: str, kind: str, data: dict[str, Any], seq: int, ts: int, author: str
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements that update the rows derived from one event (the same rules as
+    `MemoryStore._apply`). Pure: a bad event raises here, before anything is written."""
+    if kind == Kind.MEMBER_ADDED:
+        return [
+            (
+                "INSERT INTO members (session_id, user, role) VALUES (?, ?, ?)"
+                " ON CONFLICT (session_id, user) DO UPDATE SET role = excluded.role",
+                (session_id, data["user"], Role(data["role"]).value),
+            )
+        ]
+    if kind == Kind.MEMBER_REMOVED:
+        return [
+            (
+                "DELETE FROM members WHERE session_id = ? AND user = ?",
+                (session_id, data["user"]),
+            )
+        ]
+    if kind == Kind.SESSION_UPDATED:
+        changes = data.get("changes") or {}
+        sets: list[str] = []
+        values: list[Any] = []
+        for column in ("title", "status"):
+            if isinstance(changes.get(column), str):
+                sets.append(f"{column} = ?")
+                values.append(changes[column])
+        if "metadata" in changes:
+            sets.append("metadata = ?")
+            values.append(_json(changes["metadata"]))
+        if not sets:
+            return []
+        return [(f"UPDATE sessions SET {', '.join(sets)} WHERE id = ?", (*values, session_id))]
+    if kind == Kind.MESSAGE_CREATED:
+        m = data["message"]
+        return [
+            (
+                "INSERT INTO messages (session_id, id, seq, role, author, content, is_code,"
+                " status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session_id,
+                    m["id"],
+                    seq,
+                    m.get("role", "user"),
+                    m.get("author", author),
+                    m.get("content", ""),
+                    bool(m.get("is_code", False)),
+                    m.get("status", "complete"),
+                    m.get("created_at", ts),
+                ),
+            )
+        ]
+    if kind == Kind.MESSAGE_COMPLETED:
+        usage = data.get("usage")
+        return [
+            (
+                "UPDATE messages SET status = 'complete', content = coalesce(?, content),"
+                " usage = ? WHERE session_id = ? AND id = ?",
+                (
+                    data.get("content"),
+                    None if usage is None else _json(usage),
+                    session_id,
+                    data["message_id"],
+                ),
+            )
+        ]
+    if kind == Kind.MESSAGE_FAILED:
+        return [
+            (
+                "UPDATE messages SET status = 'failed', error = ? WHERE session_id = ? AND id = ?",
+                (data.get("error"), session_id, data["message_id"]),
+            )
+        ]
+    return []
+
+
+def _migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to the latest version in one transaction; return the version."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreUnavailable(
+                f"the database schema (version {version}) is newer than this Tidings "
+                f"understands (version {len(MIGRATIONS)})"
+            )
+        for target in range(version + 1, len(MIGRATIONS) + 1):
+            for statement in _statements(MIGRATIONS[target - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(MIGRATIONS)
