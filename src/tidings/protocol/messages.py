@@ -272,3 +272,10 @@ def merge_streams(first: bytes, second: bytes) -> bytes | None:
     return encode_bytes(
         Stream(session=a.session, message_id=a.message_id, offset=a.offset, text=a.text + b.text)
     )
+
+
+def batch(frames: list[bytes]) -> bytes:
+    """Join already-encoded frames into one frame: a JSON array (or the frame itself)."""
+    if len(frames) == 1:
+        return frames[0]
+    return b"[" + b",".join(frames) + b"]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -74,4 +75,7 @@ def run(config: Config) -> None:
     """Serve until SIGTERM/SIGINT: stop accepting, close sockets with 1001, exit 0."""
     app = create_app(config)
     server = uvicorn.Server(uvicorn_config(config, app))
+    # uvicorn re-raises a captured SIGTERM once its graceful shutdown is done; under the
+    # default handler that kills the process (status -15) instead of exiting 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()

@@ -27,8 +27,9 @@ def error_response(err: ProtocolError) -> Response:
     body: dict[str, Any] = {"code": str(err.code), "message": err.message}
     body.update({k: v for k, v in err.extra.items() if v is not None})
     headers = {}
-    if err.code == ErrorCode.RATE_LIMITED and "retry_after_ms" in err.extra:
-        headers["Retry-After"] = str(max(1, int(err.extra["retry_after_ms"]) // 1000 + 1))
+    retry_ms = err.extra.get("retry_after_ms")
+    if err.code == ErrorCode.RATE_LIMITED and isinstance(retry_ms, int):
+        headers["Retry-After"] = str(max(1, retry_ms // 1000 + 1))
     return Response(
         _encoder.encode({"error": body}),
         status_code=HTTP_STATUS[err.code],

@@ -28,7 +28,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from tidings.protocol.codes import CloseCode
-from tidings.protocol.messages import merge_streams
+from tidings.protocol.messages import batch, merge_streams
 from tidings.protocol.state import Input
 
 if TYPE_CHECKING:
@@ -214,17 +214,20 @@ class WebSocket(asyncio.Protocol):
 
     def _frame(self, frame: Frame) -> None:
         opcode = frame.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if frame.fin:
-                self._message(frame.data)
-            else:
-                self._fragments = [frame.data]
-        elif opcode is Opcode.CONT:
-            self._fragments.append(frame.data)
-            if frame.fin:
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
+            # The parser hands out `bytes`; the annotation is wider (any buffer).
+            data = frame.data if isinstance(frame.data, bytes) else bytes(frame.data)
+            if opcode is not Opcode.CONT:
+                self._fragments = []
+            if frame.fin and not self._fragments:
+                self._message(data)
+            elif frame.fin:
+                self._fragments.append(data)
                 data = b"".join(self._fragments)
                 self._fragments = []
                 self._message(data)
+            else:
+                self._fragments.append(data)
 
     def _message(self, data: bytes) -> None:
         if self.connection is not None and not self.closing:
@@ -265,7 +268,7 @@ class WebSocket(asyncio.Protocol):
             return
         self.queue = []
         self.queued_bytes = 0
-        payload = queue[0] if len(queue) == 1 else b"[" + b",".join(queue) + b"]"
+        payload = batch(queue)
         self.transport.write(text_frame_header(len(payload)) + payload)
         metrics = self.node.metrics
         metrics.frames_sent.inc()

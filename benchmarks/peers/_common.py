@@ -1,0 +1,30 @@
+"""What every peer server shares: its command line and a raised file limit."""
+
+import argparse
+import resource
+from urllib.parse import parse_qs
+
+# Enough for the 10,000-connection scenario with some slack.
+BACKLOG = 4096
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    raise_file_limit()
+    return args
+
+
+def raise_file_limit() -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard one: a connection is a descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def room_of(query: str) -> str:
+    """The ``room`` query parameter of a request, ``""`` without one."""
+    return parse_qs(query).get("room", [""])[0]

@@ -1,0 +1,133 @@
+"""The contract suite on PostgreSQL, each test in a fresh schema of the `test` database.
+
+Set `TIDINGS_TEST_POSTGRES_URL` to use another server. Without a server the tests skip,
+except under `CI=true`, where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from tidings.backends.base import EventStore, StoreUnavailable
+from tidings.backends.migrations.postgres import MIGRATIONS
+from tidings.backends.postgres import PostgresStore
+from tidings.core.model import Appended
+
+from .contract import EventStoreContract, FakeClock, StoreFactory, appended, message
+
+pytestmark = pytest.mark.postgres
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}search_path={schema}"
+
+
+@pytest.fixture
+async def postgres_dsn() -> AsyncIterator[str]:
+    """A DSN whose `search_path` is a new, empty schema, dropped after the test."""
+    url = os.environ.get("TIDINGS_TEST_POSTGRES_URL", DEFAULT_URL)
+    try:
+        admin = await asyncpg.connect(url, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        reason = f"PostgreSQL is not reachable at {url}: {exc!r}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    schema = f"tidings_test_{uuid.uuid4().hex[:12]}"
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        yield _with_search_path(url, schema)
+    finally:
+        await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await admin.close()
+
+
+class TestPostgresStore(EventStoreContract):
+    @pytest.fixture
+    def make_store(self, clock: FakeClock, postgres_dsn: str) -> StoreFactory:
+        async def make() -> EventStore:
+            store = PostgresStore(postgres_dsn, clock, max_size=4)
+            await store.open()
+            return store
+
+        return make
+
+
+async def test_two_nodes_appending_to_one_session_keep_seqs_gap_free(postgres_dsn: str) -> None:
+    clock = FakeClock()
+    one = PostgresStore(postgres_dsn, clock, max_size=4)
+    two = PostgresStore(postgres_dsn, clock, max_size=4)
+    await one.open()
+    await two.open()
+    try:
+        await one.create_session("s1", title="T", agent="echo", owner="alice")
+        results = await asyncio.gather(
+            *(
+                (one if i % 2 else two).append("s1", message(f"m{i}", client_id=f"c{i % 30}"))
+                for i in range(60)
+            )
+        )
+        fresh = sorted(appended(r).seq for r in results if not getattr(r, "duplicate", True))
+        assert fresh == list(range(2, 32))  # 30 distinct client ids, one event each
+        assert [e.seq for e in await two.read("s1", 0)] == list(range(1, 32))
+        assert (await one.get_session("s1")).seq == 31
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_migrate_is_idempotent_and_reports_the_version(postgres_dsn: str) -> None:
+    store = PostgresStore(postgres_dsn, FakeClock(), max_size=2)
+    assert await store.migrate() == len(MIGRATIONS)
+    await store.open()
+    try:
+        assert await store.migrate() == len(MIGRATIONS)
+    finally:
+        await store.close()
+
+
+async def test_an_unreachable_server_makes_the_store_unavailable() -> None:
+    # Port 9 (discard) on loopback is closed on any sane test machine.
+    store = PostgresStore("postgresql://postgres@127.0.0.1:9/test", FakeClock())
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+
+
+@pytest.fixture
+async def pg_store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
+    store = PostgresStore(postgres_dsn, FakeClock(), max_size=4)
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_concurrent_appends_share_transactions(pg_store: PostgresStore) -> None:
+    await pg_store.create_session("s1", title="T", agent="echo", owner="alice")
+    commits = pg_store.commits
+    results = await asyncio.gather(*(pg_store.append("s1", message(f"m{i}")) for i in range(100)))
+    assert sorted(appended(r).seq for r in results) == list(range(2, 102))
+    assert pg_store.commits - commits < 20  # group commit: far fewer than 100
+
+
+async def test_a_statement_failing_in_a_batch_fails_only_its_own_append(
+    pg_store: PostgresStore,
+) -> None:
+    await pg_store.create_session("s1", title="T", agent="echo", owner="alice")
+    # PostgreSQL text cannot hold NUL: the batch's message insert fails, the batch is
+    # rolled back, and its appends are retried one by one.
+    drafts = [message("a"), message("bad\x00"), message("b")]
+    results = await asyncio.gather(
+        *(pg_store.append("s1", d) for d in drafts), return_exceptions=True
+    )
+    assert isinstance(results[1], StoreUnavailable)
+    good = [r.event.seq for r in results if isinstance(r, Appended)]
+    assert sorted(good) == [2, 3]
+    assert [e.seq for e in await pg_store.read("s1", 0)] == [1, 2, 3]

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tidings.backends.base import EventStore, StoreUnavailable
+from tidings.backends.migrations.sqlite import MIGRATIONS
+from tidings.backends.sqlite import SqliteStore
+
+from .contract import EventStoreContract, FakeClock, StoreFactory, appended, message
+
+
+class TestSqliteStore(EventStoreContract):
+    @pytest.fixture
+    def make_store(self, clock: FakeClock, tmp_path: Path) -> StoreFactory:
+        path = str(tmp_path / "tidings.db")
+
+        async def make() -> EventStore:
+            store = SqliteStore(path, clock)
+            await store.open()
+            return store
+
+        return make
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(str(tmp_path / "tidings.db"), FakeClock())
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_the_writer_uses_wal_with_full_sync(store: SqliteStore) -> None:
+    pragmas = await store.writer_pragmas()
+    assert pragmas["journal_mode"] == "wal"
+    assert pragmas["synchronous"] == 2  # FULL
+    assert pragmas["foreign_keys"] == 1
+    assert int(pragmas["busy_timeout"]) > 0
+
+
+async def test_concurrent_appends_share_commits(store: SqliteStore) -> None:
+    await store.create_session("s1", title="T", agent="echo", owner="alice")
+    commits = store.commits
+    results = await asyncio.gather(*(store.append("s1", message(f"m{i}")) for i in range(200)))
+    assert sorted(appended(r).seq for r in results) == list(range(2, 202))
+    assert store.commits - commits < 20  # group commit: far fewer than 200
+
+
+async def test_an_empty_file_is_migrated_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    store = SqliteStore(str(path), FakeClock())
+    await store.open()
+    try:
+        assert await store.migrate() == len(MIGRATIONS)
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert {"sessions", "members", "events", "messages"} <= tables
+
+
+async def test_migrate_works_without_opening_and_keeps_data(tmp_path: Path) -> None:
+    path = str(tmp_path / "t.db")
+    assert await SqliteStore(path, FakeClock()).migrate() == len(MIGRATIONS)
+    store = SqliteStore(path, FakeClock())
+    await store.open()
+    await store.create_session("s1", title="T", agent="echo", owner="alice")
+    await store.close()
+    assert await SqliteStore(path, FakeClock()).migrate() == len(MIGRATIONS)
+    store = SqliteStore(path, FakeClock())
+    await store.open()
+    try:
+        assert await store.head("s1") == 1
+    finally:
+        await store.close()
+
+
+async def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    conn.close()
+    with pytest.raises(StoreUnavailable, match="newer"):
+        await SqliteStore(str(path), FakeClock()).open()
+
+
+async def test_an_unusable_path_makes_the_store_unavailable(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "missing" / "dir" / "t.db"), FakeClock())
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+
+
+async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "t.db"), FakeClock())
+    await store.open()
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.append("s1", message("hi"))
+    with pytest.raises(StoreUnavailable):
+        await store.head("s1")
+
+
+async def test_close_waits_for_appends_in_flight(tmp_path: Path) -> None:
+    path = str(tmp_path / "t.db")
+    store = SqliteStore(path, FakeClock())
+    await store.open()
+    await store.create_session("s1", title="T", agent="echo", owner="alice")
+    appends = [asyncio.ensure_future(store.append("s1", message(f"m{i}"))) for i in range(30)]
+    await asyncio.sleep(0)  # every append is queued
+    await store.close()
+    assert all(appended(a.result()).seq > 1 for a in appends)
+    store = SqliteStore(path, FakeClock())
+    await store.open()
+    try:
+        assert await store.head("s1") == 31
+    finally:
+        await store.close()
