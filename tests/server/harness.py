@@ -230,13 +230,15 @@ class ServerProcess:
         self.server = Server(config=test_config(tmp_path), node=None, port=self.port)
 
     async def start(self) -> Server:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tidings.cli", "serve"],
-            env=self.env,
-            cwd=self.tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.tmp_path / "server.log", "ab"),  # noqa: SIM115
-        )
+        # The child keeps its own copy of the log file's descriptor; ours closes at once.
+        with open(self.tmp_path / "server.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tidings.cli", "serve"],
+                env=self.env,
+                cwd=self.tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         deadline = time.monotonic() + 20
         async with httpx.AsyncClient() as client:
             while time.monotonic() < deadline:
@@ -247,6 +249,10 @@ class ServerProcess:
                         return self.server
                 await asyncio.sleep(0.05)
         raise RuntimeError("server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL, at once: no shutdown code runs in the child."""
+        self.signal(signal.SIGKILL)
 
     def log(self) -> str:
         return (self.tmp_path / "server.log").read_text(errors="replace")
@@ -438,38 +444,3 @@ async def create_sessions(server: Server, owner: str, count: int) -> list[str]:
             response.raise_for_status()
             ids.append(response.json()["id"])
     return ids
-
-
-class ChildServer(ServerProcess):
-    """`ServerProcess` that closes its copy of the log file once the child has it.
-
-    (`ServerProcess.start` leaves that file object to the garbage collector, whose
-    ResourceWarning fails the test under `filterwarnings = error`.)
-    """
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        with open(self.tmp_path / "server.log", "ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "tidings.cli", "serve"],
-                env=self.env,
-                cwd=self.tmp_path,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-
-    async def start(self) -> Server:
-        self.proc = self._spawn()
-        deadline = time.monotonic() + 20
-        async with httpx.AsyncClient() as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited: {self.log()}")
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get(f"{self.server.http_url}/readyz")).status_code == 200:
-                        return self.server
-                await asyncio.sleep(0.05)
-        raise RuntimeError("server did not start")
-
-    def kill(self) -> None:
-        """SIGKILL, at once: no shutdown code runs in the child."""
-        self.signal(signal.SIGKILL)

@@ -261,12 +261,10 @@ async def test_a_stalled_reader_is_closed_4009_while_a_healthy_subscriber_gets_e
         healthy = await server.client("al")
         await healthy.subscribe(session)
         stalled = await RawClient.open(server.ws_url, rcvbuf=4096)
-        assert (await stalled.request({"type": "connect", "token": make_token("al")}))[
-            "type"
-        ] == "connected"
-        assert (await stalled.request({"type": "subscribe", "session": session}))[
-            "type"
-        ] == "subscribed"
+        reply = await stalled.request({"type": "connect", "token": make_token("al")})
+        assert reply["type"] == "connected"
+        reply = await stalled.request({"type": "subscribe", "session": session})
+        assert reply["type"] == "subscribed"
         # From here on `stalled` reads nothing: the socket's buffers fill up, then the
         # server's outbound queue passes 64 KiB.
         assert server.node is not None
@@ -278,8 +276,9 @@ async def test_a_stalled_reader_is_closed_4009_while_a_healthy_subscriber_gets_e
         latencies: list[float] = []
         seqs: list[int] = []
         content = "y" * 30_000
-        sent = 0
-        while sent < 400 and (closes() == 0 or sent < 20):
+        sent = after_close = 0
+        # Publish until the stalled reader is dropped, then a few more.
+        while sent < 400 and after_close < 5:
             client_id = f"m{sent}"
             started = time.perf_counter()
             ack = await publisher.request(
@@ -295,6 +294,8 @@ async def test_a_stalled_reader_is_closed_4009_while_a_healthy_subscriber_gets_e
             event = await healthy.next(_with_client_id(client_id))
             if closes() == 0:
                 latencies.append(time.perf_counter() - started)
+            else:
+                after_close += 1
             seqs.append(event["seq"])
             sent += 1
         assert closes() == 1, "the stalled reader was never closed"

@@ -10,20 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.harness import ChildServer, Client, Frame, Server, fetch_events, make_token
+from tests.server.harness import Client, Frame, Server, ServerProcess, fetch_events, make_token
 
 
 @pytest.fixture
-async def children(tmp_path: Path) -> AsyncIterator[list[ChildServer]]:
+async def children(tmp_path: Path) -> AsyncIterator[list[ServerProcess]]:
     """Child servers started by a test (all on `tmp_path`), killed if still running."""
-    started: list[ChildServer] = []
+    started: list[ServerProcess] = []
     yield started
     for child in started:
         await child.stop()
 
 
-async def _start(children: list[ChildServer], tmp_path: Path, **env: str) -> Server:
-    child = ChildServer(tmp_path, **env)
+async def _start(children: list[ServerProcess], tmp_path: Path, **env: str) -> Server:
+    child = ServerProcess(tmp_path, **env)
     children.append(child)
     return await child.start()
 
@@ -48,7 +48,7 @@ def _assert_logged(acks: list[Frame], log: list[Frame]) -> None:
 
 
 async def test_sigterm_closes_every_websocket_with_1001_exits_0_and_keeps_acked_events(
-    tmp_path: Path, children: list[ChildServer]
+    tmp_path: Path, children: list[ServerProcess]
 ) -> None:
     server = await _start(children, tmp_path)
     session = await server.create_session("al")
@@ -70,7 +70,7 @@ async def test_sigterm_closes_every_websocket_with_1001_exits_0_and_keeps_acked_
 
 
 async def test_a_kill_9_right_after_the_last_ack_loses_no_acked_event(
-    tmp_path: Path, children: list[ChildServer]
+    tmp_path: Path, children: list[ServerProcess]
 ) -> None:
     server = await _start(children, tmp_path, TIDINGS_RATE_LIMIT="0")
     session = await server.create_session("al")
@@ -94,7 +94,7 @@ async def test_a_kill_9_right_after_the_last_ack_loses_no_acked_event(
 
 
 async def test_a_reply_cut_by_a_kill_9_is_failed_interrupted_after_a_restart(
-    tmp_path: Path, children: list[ChildServer]
+    tmp_path: Path, children: list[ServerProcess]
 ) -> None:
     env = {"TIDINGS_AGENT": "echo", "TIDINGS_ECHO_DELAY_MS": "200"}
     server = await _start(children, tmp_path, **env)
@@ -141,7 +141,7 @@ async def _requests_carrying(server: Server, token: str) -> None:
 
 @pytest.mark.parametrize("level", ["info", "debug"])
 async def test_tokens_in_query_strings_and_headers_never_reach_the_log(
-    tmp_path: Path, children: list[ChildServer], level: str
+    tmp_path: Path, children: list[ServerProcess], level: str
 ) -> None:
     server = await _start(children, tmp_path, TIDINGS_LOG_LEVEL=level)
     token = make_token("al")

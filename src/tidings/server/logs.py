@@ -11,11 +11,13 @@ from typing import Any
 import msgspec
 
 _TOKEN = re.compile(r"((?:[?&]token=)|(?:[Bb]earer\s+))[^&\s\"']+")
+# A token inside a JSON frame (the websockets library logs frames at debug level).
+_JSON_TOKEN = re.compile(r"(\"token\"\s*:\s*\")[^\"]*")
 
 
 def redact(text: str) -> str:
     """Replace the value of `token=` query parameters and Bearer credentials."""
-    return _TOKEN.sub(r"\1[redacted]", text)
+    return _JSON_TOKEN.sub(r"\1[redacted]", _TOKEN.sub(r"\1[redacted]", text))
 
 
 class RedactingFilter(logging.Filter):

@@ -101,7 +101,7 @@ class Node:
     @property
     def flusher(self) -> Flusher:
         if self._flusher is None:
-            self._flusher = Flusher(asyncio.get_running_loop())
+            self._flusher = Flusher(asyncio.get_running_loop(), self.metrics)
         return self._flusher
 
     async def start(self) -> None:

@@ -33,6 +33,7 @@ from tidings.protocol.state import Input
 
 if TYPE_CHECKING:
     from tidings.server.connection import Connection
+    from tidings.server.metrics import Metrics
     from tidings.server.node import Node
 
 log = logging.getLogger("tidings.ws")
@@ -65,13 +66,16 @@ class Flusher:
     """Writes every dirty socket's queue once per event-loop iteration.
 
     Fan-out only appends to queues; one callback per loop turn turns each socket's queue
-    into a single frame (a JSON array batch when several are waiting).
+    into a single frame (a JSON array batch when several are waiting). Subscribers of one
+    session usually hold the very same queued frames, so the framed bytes are built once
+    per distinct queue and shared: encode once, frame once, write to each.
     """
 
-    __slots__ = ("_dirty", "_loop", "_scheduled")
+    __slots__ = ("_dirty", "_loop", "_metrics", "_scheduled")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
         self._loop = loop
+        self._metrics = metrics
         self._dirty: list[WebSocket] = []
         self._scheduled = False
 
@@ -84,8 +88,18 @@ class Flusher:
     def _flush(self) -> None:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
+        # Values keep their queue alive for the whole pass, so no `id` in a key is reused.
+        framed: dict[object, tuple[bytes, list[bytes]]] = {}
+        frames = 0
+        sent = 0
         for socket in dirty:
-            socket.flush()
+            written = socket.flush(framed)
+            if written:
+                frames += 1
+                sent += written
+        if frames:
+            self._metrics.frames_sent.inc(frames)
+            self._metrics.bytes_sent.inc(sent)
 
 
 class WebSocket(asyncio.Protocol):
@@ -261,18 +275,29 @@ class WebSocket(asyncio.Protocol):
             self.dirty = True
             self.node.flusher.mark(self)
 
-    def flush(self) -> None:
+    def flush(self, framed: dict[object, tuple[bytes, list[bytes]]] | None = None) -> int:
+        """Write the queue as one frame; returns the bytes written (0 when nothing was)."""
         self.dirty = False
         queue = self.queue
         if not queue or self.paused or self.closing or self.transport is None:
-            return
+            return 0
         self.queue = []
         self.queued_bytes = 0
-        payload = batch(queue)
-        self.transport.write(text_frame_header(len(payload)) + payload)
-        metrics = self.node.metrics
-        metrics.frames_sent.inc()
-        metrics.bytes_sent.inc(len(payload))
+        key: object = id(queue[0]) if len(queue) == 1 else tuple(map(id, queue))
+        cached = framed.get(key) if framed is not None else None
+        if cached is None:
+            payload = batch(queue)
+            data = text_frame_header(len(payload)) + payload
+            if framed is not None:
+                framed[key] = (data, queue)
+        else:
+            data = cached[0]
+        self.transport.write(data)
+        if framed is None:
+            metrics = self.node.metrics
+            metrics.frames_sent.inc()
+            metrics.bytes_sent.inc(len(data))
+        return len(data)
 
     def ping(self) -> None:
         if not self.closing:
