@@ -183,3 +183,12 @@ async def test_health_readiness_metrics_and_openapi(server: Server) -> None:
         spec = (await http.get("/openapi.json")).json()
         assert "/v1/sessions/{session_id}/events" in spec["paths"]
         assert (await http.get("/docs")).status_code == 200
+
+
+async def test_a_session_may_not_name_an_agent_the_server_does_not_offer(server: Server) -> None:
+    async with server.http("al") as http:
+        response = await http.post(
+            "/v1/sessions", json={"title": "x", "agent": "subprocess:getoutput"}
+        )
+    assert response.status_code == 400
+    assert "unknown agent" in response.json()["error"]["message"]

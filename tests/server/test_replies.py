@@ -169,8 +169,9 @@ async def test_cancel_stops_a_reply_with_message_failed(echo_server: Server) -> 
 async def test_an_agent_that_raises_fails_cleanly_and_the_session_goes_on(
     tmp_path: Path,
 ) -> None:
-    async with running_server(tmp_path) as server:
-        sid = await server.create_session("al", agent="tests.server.agents_for_tests:make_raising")
+    spec = "tests.server.agents_for_tests:make_raising"
+    async with running_server(tmp_path, agents=(spec,)) as server:
+        sid = await server.create_session("al", agent=spec)
         client = await server.client("al")
         await client.subscribe(sid)
         await client.request(say(sid, "hi"))

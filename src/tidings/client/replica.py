@@ -149,6 +149,7 @@ class Replica:
         self._order: OrderingBuffer[dict[str, Any]] = OrderingBuffer(1)
         self._sends: dict[str, _Send] = {}
         self._keys: dict[str, str] = {}  # server id → key, for messages sent from here
+        self._ids: dict[str, str] = {}  # key → server id, the other way
         self._early: dict[str, list[tuple[int, str]]] = {}  # stream chunks ahead of the text
         self._refetch: set[str] = set()
         self._resolved: list[Resolved] = []
@@ -186,6 +187,18 @@ class Replica:
     def unacked(self) -> list[str]:
         """Client ids of sends with no ack yet (to re-send after a reconnect), in order."""
         return [cid for cid, send in self._sends.items() if send.ack_seq is None]
+
+    def message_by_key(self, key: str) -> ChatMessage | None:
+        """A message by its stable `key` (what change batches name)."""
+        state = self.state
+        found = state._pending.get(key) or state._confirmed.get(key)
+        if found is None and key in self._ids:
+            found = state._confirmed.get(self._ids[key])
+        return found
+
+    def _link(self, message_id: str, key: str) -> None:
+        self._keys[message_id] = key
+        self._ids[key] = message_id
 
     def _touch(self, what: str, key: str | None = None) -> None:
         self._touched[(what, key)] = None
@@ -363,7 +376,7 @@ class Replica:
         pending = state._pending.pop(client_id, None) if isinstance(client_id, str) else None
         if pending is not None:
             message.key = pending.key
-            self._keys[message.id] = pending.key
+            self._link(message.id, pending.key)
         if isinstance(client_id, str):
             message.client_id = client_id
         state._confirmed[message.id] = message
@@ -390,7 +403,7 @@ class Replica:
                 if confirmed is not None:
                     confirmed.key = pending.key
                     confirmed.client_id = client_id
-                    self._keys[confirmed.id or ""] = pending.key
+                    self._link(confirmed.id or "", pending.key)
                 self._touch("message", pending.key)
             self._resolved.append(
                 Resolved(client_id, True, seq=send.ack_seq, event_id=send.event_id)

@@ -29,6 +29,9 @@ class Config:
     #: Browser origins allowed to open WebSockets; same-origin and no Origin always are.
     allowed_origins: tuple[str, ...] = ()
     agent: str = "echo"
+    #: Further agent specs sessions may choose at creation (besides none, echo, openai and
+    #: `agent`). Import paths are never taken from a request unless listed here.
+    agents: tuple[str, ...] = ()
     echo_delay_ms: int = 20
     rate_limit: float = 20.0
     rate_burst: int = 40
@@ -117,6 +120,6 @@ def _convert(name: str, raw: str) -> Any:
             return float(raw)
     except ValueError:
         raise ValueError(f"TIDINGS_{name.upper()} must be a number, not {raw!r}") from None
-    if name == "allowed_origins":
+    if name in ("allowed_origins", "agents"):
         return _split(raw)
     return raw

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from tidings.agents.base import Agent, AgentContext, close_agent
-from tidings.agents.loader import load_agent
+from tidings.agents.loader import BUILT_IN, load_agent
 from tidings.agents.runner import AgentRunner
 from tidings.backends.base import Broker, EventStore, NotFound, StoreUnavailable
 from tidings.backends.factory import open_store
@@ -430,6 +430,13 @@ class Node:
 
     async def create_session(self, user: str, *, title: str, agent: str | None) -> SessionInfo:
         name = agent or self.config.agent
+        allowed = {*BUILT_IN, self.config.agent, *self.config.agents}
+        if name not in allowed:
+            # A request must never name code to import: only configured agents may run.
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"unknown agent {name[:80]!r}; this server offers {', '.join(sorted(allowed))}",
+            )
         if name != "none":
             try:
                 self.agent(name)

@@ -1,0 +1,333 @@
+"""A joined session: its replica, its change feed and the sends made in it.
+
+Every input from the network goes through `Session._after_input`, which turns what the
+replica recorded into handle resolutions, change batches and fetches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+from tidings.client.changes import Callback, ChangeFeed, ChangeStream
+from tidings.client.errors import SendFailed, TidingsError
+from tidings.client.replica import ChatMessage, Replica, Resolved, SessionView
+from tidings.protocol.client_frames import Frame
+
+if TYPE_CHECKING:
+    from tidings.client.client import Client
+
+log = logging.getLogger("tidings.client")
+
+
+class SendHandle:
+    """What `send_message` (and the other sends) return at once.
+
+    `status` is `pending`, then `confirmed` (with `seq` and `event_id`) or `failed` (with
+    `error`). `await handle` waits for the outcome and raises `SendFailed` on failure.
+    """
+
+    def __init__(self, session: Session, client_id: str, kind: str) -> None:
+        self.session = session
+        self.client_id = client_id
+        self.kind = kind
+        self.status = "pending"
+        self.seq: int | None = None
+        self.event_id: str | None = None
+        self.error: TidingsError | None = None
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def __repr__(self) -> str:
+        return f"<SendHandle {self.kind} {self.client_id} {self.status}>"
+
+    @property
+    def message(self) -> ChatMessage | None:
+        """The message this send made (for `send_message`), as the replica holds it now."""
+        return self.session.replica.message_by_key(self.client_id)
+
+    def done(self) -> bool:
+        return self._done.done()
+
+    async def wait(self, timeout: float | None = None) -> SendHandle:
+        await asyncio.wait_for(asyncio.shield(self._done), timeout)
+        if self.error is not None:
+            raise SendFailed(self.error.code, self.error.message, version=self.error.version)
+        return self
+
+    def __await__(self) -> Generator[Any, None, SendHandle]:
+        return self.wait().__await__()
+
+    def _resolve(self, resolved: Resolved | None, error: TidingsError | None = None) -> None:
+        if self._done.done():
+            return
+        if resolved is not None and resolved.ok:
+            self.status = "confirmed"
+            self.seq = resolved.seq
+            self.event_id = resolved.event_id
+        else:
+            self.status = "failed"
+            self.error = error or TidingsError(
+                (resolved.code if resolved else None) or "failed",
+                (resolved.error if resolved else None) or "the send failed",
+            )
+        self._done.set_result(None)
+
+
+class Session:
+    """A session joined with `client.join(session_id)`; `state` is its live replica."""
+
+    def __init__(self, client: Client, session_id: str, *, debounce_s: float) -> None:
+        self.client = client
+        self.id = session_id
+        self.replica = Replica(session_id, user=client.user)
+        self.feed = ChangeFeed(session_id, self._render, debounce_s=debounce_s)
+        self.feed._seq = lambda: self.replica.seq
+        self.outgoing: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.handles: dict[str, SendHandle] = {}
+        self.error: TidingsError | None = None
+        self.ready: asyncio.Future[TidingsError | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._signals: dict[str, dict[str, Any]] = {}
+        self._worker: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} seq={self.replica.seq}>"
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def state(self) -> SessionView:
+        return self.replica.state
+
+    def changes(self) -> ChangeStream:
+        """`async for batch in session.changes():` debounced change batches from now on."""
+        return self.feed.stream()
+
+    def on_change(self, callback: Callback) -> Callable[[], None]:
+        """Call `callback(batch)` for each change batch; returns the unregister function."""
+        return self.feed.on_change(callback)
+
+    async def send_message(self, content: str, is_code: bool = False) -> SendHandle:
+        """Send a message: it is in `state.messages` at once, `pending`, and the handle
+        resolves when the server has it (`confirmed`) or refuses it (`failed`)."""
+        return self._send("message", {"content": content, "is_code": is_code})
+
+    async def add_card(self, title: str, content: str, source: str = "") -> SendHandle:
+        return self._send("card.add", {"title": title, "content": content, "source": source})
+
+    async def remove_card(self, card_id: str) -> SendHandle:
+        return self._send("card.remove", {"card_id": card_id})
+
+    async def update(
+        self, changes: dict[str, Any], base_version: int | None = None
+    ) -> SendHandle:
+        """Change title, status or metadata; with `base_version`, only if the session's
+        version is still that (else the handle fails with code `conflict`)."""
+        data: dict[str, Any] = {"changes": dict(changes)}
+        if base_version is not None:
+            data["base_version"] = base_version
+        return self._send("session.update", data)
+
+    async def signal(self, name: str, data: dict[str, Any] | None = None) -> None:
+        """An ephemeral signal (typing, cursor…) to the other subscribers; best effort."""
+        self.client._signal(self.id, name, data or {})
+
+    async def cancel(self, message_id: str) -> None:
+        """Stop an assistant reply in progress (it ends with `message.failed`)."""
+        await self.client._cancel(self.id, message_id)
+
+    async def leave(self) -> None:
+        """Unsubscribe and stop updating this replica."""
+        await self.client._leave(self)
+
+    # ------------------------------------------------------------ sends
+
+    def _send(self, kind: str, data: dict[str, Any]) -> SendHandle:
+        if self.error is not None:
+            raise self.error
+        self.client._check_queue()
+        client_id = f"tmp_{uuid.uuid4().hex}"
+        handle = SendHandle(self, client_id, kind)
+        self.handles[client_id] = handle
+        self.outgoing[client_id] = (kind, data)
+        self.replica.add_send(client_id, kind, data, author=self.client.user)
+        self._after_input()
+        self.client._queue_send(self, client_id)
+        return handle
+
+    def unresolved(self) -> list[str]:
+        """Client ids of sends without an outcome, in send order."""
+        return list(self.outgoing)
+
+    def unacked(self) -> list[str]:
+        return self.replica.unacked()
+
+    # ------------------------------------------------------------ inputs (from the client)
+
+    def on_subscribed(self, frame: Frame) -> None:
+        snapshot = frame.get("snapshot")
+        if isinstance(snapshot, dict):
+            self.replica.load_snapshot(int(frame["seq"]), snapshot)
+        else:
+            # Resumed: the replica only needs the partial text of replies it missed.
+            for message_id in self.replica.streaming_ids():
+                self.replica._refetch.add(message_id)
+        self._after_input()
+        self.mark_ready(None)
+
+    def load_snapshot(self, seq: int, snapshot: dict[str, Any]) -> None:
+        self.replica.load_snapshot(seq, snapshot)
+        self._after_input()
+        self.mark_ready(None)
+
+    def mark_ready(self, error: TidingsError | None) -> None:
+        if not self.ready.done():
+            self.ready.set_result(error)
+
+    def on_event(self, frame: Frame) -> None:
+        self.replica.receive_event(frame)
+        self._after_input()
+
+    def on_events(self, frames: list[Frame]) -> None:
+        self.replica.receive_events(frames)
+        self._after_input()
+
+    def on_stream(self, frame: Frame) -> None:
+        self.replica.receive_stream(
+            str(frame.get("message_id", "")), int(frame.get("offset", 0)), str(frame.get("text"))
+        )
+        self._after_input()
+
+    def on_presence(self, frame: Frame) -> None:
+        self.replica.state.presence = list(frame.get("online") or [])
+        self.replica._touch("presence")
+        self._after_input()
+
+    def on_signal(self, frame: Frame) -> None:
+        key = f"{frame.get('from')}:{frame.get('name')}"
+        self._signals[key] = {
+            "from": frame.get("from"),
+            "name": frame.get("name"),
+            "data": frame.get("data") or {},
+        }
+        self.feed.touch([("signal", key)])
+
+    def on_ack(self, client_id: str, seq: int, event_id: str) -> None:
+        self.replica.receive_ack(client_id, seq, event_id)
+        self._after_input()
+
+    def on_send_error(self, client_id: str, error: TidingsError) -> None:
+        self.replica.send_failed(client_id, error.message, error.code)
+        for resolved in self.replica.take_resolved():
+            self._finish(resolved, error if resolved.client_id == client_id else None)
+        self._after_input()
+
+    def fail(self, error: TidingsError) -> None:
+        """The session can go on no more (membership removed, client closed)."""
+        if self.error is None:
+            self.error = error
+        self.mark_ready(error)
+        for client_id in list(self.outgoing):
+            self.outgoing.pop(client_id, None)
+            handle = self.handles.pop(client_id, None)
+            if handle is not None:
+                handle._resolve(None, error)
+
+    def _finish(self, resolved: Resolved, error: TidingsError | None = None) -> None:
+        self.outgoing.pop(resolved.client_id, None)
+        handle = self.handles.pop(resolved.client_id, None)
+        if handle is not None:
+            handle._resolve(resolved, error)
+
+    def _after_input(self) -> None:
+        replica = self.replica
+        for resolved in replica.take_resolved():
+            self._finish(resolved)
+        self.feed.touch(replica.take_touched())
+        if replica.gap is not None or replica._refetch or replica.needs_snapshot:
+            self._start_worker()
+
+    # ------------------------------------------------------------ fetching what is missing
+
+    def _start_worker(self) -> None:
+        if self._worker is None and not self.client.closing:
+            self._worker = self.client._spawn(self._fetch_missing(), f"fetch {self.id}")
+
+    async def _fetch_missing(self) -> None:
+        api = self.client.api
+        replica = self.replica
+        failures = 0
+        try:
+            while not self.client.closing:
+                try:
+                    if replica.needs_snapshot:
+                        seq, snapshot = await api.session(self.id)
+                        self.load_snapshot(seq, snapshot)
+                    elif (gap := replica.gap) is not None:
+                        first, last = gap
+                        events, _ = await api.events(
+                            self.id, after=first - 1, limit=min(1000, last - first + 1)
+                        )
+                        if not events:
+                            await asyncio.sleep(0.05)  # committed but not readable yet
+                        self.on_events(events)
+                    elif replica._refetch:
+                        for message_id in replica.take_refetches():
+                            replica.receive_message(await api.message(self.id, message_id))
+                        self._after_input()
+                    else:
+                        return
+                    failures = 0
+                except TidingsError as exc:
+                    if exc.code in ("forbidden", "not_found", "unauthorized"):
+                        log.warning("fetching for session %s: %s", self.id, exc)
+                        return
+                    failures += 1
+                except Exception as exc:  # the network: try again a little later
+                    log.debug("fetching for session %s failed: %r", self.id, exc)
+                    failures += 1
+                if failures:
+                    if failures > 20:
+                        return
+                    await asyncio.sleep(min(2.0, 0.1 * failures))
+        finally:
+            self._worker = None
+
+    # ------------------------------------------------------------ change rendering
+
+    def _render(self, what: str, key: str | None) -> Any:
+        state = self.replica.state
+        if what == "message":
+            message = self.replica.message_by_key(key or "")
+            return message.copy() if message is not None else None
+        if what == "card":
+            card = state.cards.get(key or "")
+            return dict(card) if card is not None else None
+        if what == "member":
+            return state.members.get(key or "")
+        if what == "signal":
+            return self._signals.pop(key or "", None)
+        if what == "members":
+            return dict(state.members)
+        if what == "cards":
+            return {k: dict(v) for k, v in state.cards.items()}
+        value = getattr(state, what, None)
+        if isinstance(value, dict):
+            return dict(value)
+        if isinstance(value, list):
+            return list(value)
+        return value
+
+    async def close(self) -> None:
+        worker = self._worker
+        if worker is not None:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+        await self.feed.close()
+
+
+AsyncCallback = Callable[..., Awaitable[Any]]
