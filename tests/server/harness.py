@@ -26,6 +26,7 @@ import httpx
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
+from tidings.backends.base import EventStore
 from tidings.core.auth import issue
 from tidings.server.app import create_app, uvicorn_config
 from tidings.server.config import Config
@@ -98,9 +99,11 @@ def test_config(tmp_path: Path, **overrides: Any) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def running_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
+async def running_server(
+    tmp_path: Path, *, store: EventStore | None = None, **overrides: Any
+) -> AsyncIterator[Server]:
     config = test_config(tmp_path, **overrides)
-    app = create_app(config)
+    app = create_app(config, Node(config, store=store) if store is not None else None)
     server = uvicorn.Server(uvicorn_config(config, app))
     server.config.loop = "none"
     task = asyncio.get_running_loop().create_task(server.serve())

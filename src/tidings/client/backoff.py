@@ -24,7 +24,8 @@ class Backoff:
 
     def ceiling(self, attempt: int) -> float:
         # Cap the exponent too: 2**1000 is a float overflow.
-        return min(self.cap_s, self.base_s * 2 ** min(max(attempt, 0), 62))
+        exponent = min(max(attempt, 0), 62)
+        return min(self.cap_s, self.base_s * float(2**exponent))
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        return (rng or random).uniform(0, self.ceiling(attempt))
+        return float((rng or random).uniform(0, self.ceiling(attempt)))

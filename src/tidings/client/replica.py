@@ -233,19 +233,20 @@ class Replica:
         for raw in incoming:
             message = self._from_wire(raw)
             old = state._confirmed.get(message.id or "")
-            if old is not None and old.status == "streaming" and message.status == "streaming":
-                # Never shrink a reply we already hold more of.
-                if len(old.content) > len(message.content):
-                    message.content = old.content
+            # Never shrink a reply we already hold more of.
+            if (
+                old is not None
+                and old.status == message.status == "streaming"
+                and len(old.content) > len(message.content)
+            ):
+                message.content = old.content
             merged[message.key if message.id is None else message.id] = message
             self._touch("message", message.key)
         for mid in state._confirmed:
             if mid not in merged:
                 self._touch("message", state._confirmed[mid].key)
         state._confirmed = merged
-        self._participants = {
-            m.author for m in merged.values() if m.role == "user" and m.author
-        }
+        self._participants = {m.author for m in merged.values() if m.role == "user" and m.author}
         state.seq = seq
         self._order.reset(seq + 1)
         self.loaded = True

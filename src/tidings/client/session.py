@@ -88,9 +88,7 @@ class Session:
         self.outgoing: dict[str, tuple[str, dict[str, Any]]] = {}
         self.handles: dict[str, SendHandle] = {}
         self.error: TidingsError | None = None
-        self.ready: asyncio.Future[TidingsError | None] = (
-            asyncio.get_running_loop().create_future()
-        )
+        self.ready: asyncio.Future[TidingsError | None] = asyncio.get_running_loop().create_future()
         self._signals: dict[str, dict[str, Any]] = {}
         self._worker: asyncio.Task[None] | None = None
 
@@ -122,9 +120,7 @@ class Session:
     async def remove_card(self, card_id: str) -> SendHandle:
         return self._send("card.remove", {"card_id": card_id})
 
-    async def update(
-        self, changes: dict[str, Any], base_version: int | None = None
-    ) -> SendHandle:
+    async def update(self, changes: dict[str, Any], base_version: int | None = None) -> SendHandle:
         """Change title, status or metadata; with `base_version`, only if the session's
         version is still that (else the handle fails with code `conflict`)."""
         data: dict[str, Any] = {"changes": dict(changes)}

@@ -15,6 +15,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from tidings import PROTOCOL_VERSION
+from tidings.backends.base import StoreUnavailable
 from tidings.core.ratelimit import Strikes, TokenBucket
 from tidings.protocol import messages as wire
 from tidings.protocol.codes import CloseCode, ErrorCode, ProtocolError
@@ -150,6 +151,14 @@ class Connection:
                     if err.re is None:
                         err.re = _re(request)
                     self.error(err)
+                except StoreUnavailable:
+                    self.error(
+                        ProtocolError(
+                            ErrorCode.UNAVAILABLE,
+                            "storage is unavailable; retry later",
+                            re=_re(request),
+                        )
+                    )
                 except Exception:
                     log.exception("request %s failed", type(request).__name__)
                     self.error(ProtocolError(ErrorCode.INTERNAL, "internal error", re=_re(request)))

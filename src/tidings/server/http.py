@@ -3,6 +3,7 @@ back-ends. Every route calls the node, as the WebSocket connections do."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Any
 
@@ -11,12 +12,14 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Respons
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
+from tidings.backends.base import NotFound, StoreUnavailable
 from tidings.core.model import Role
 from tidings.core.ratelimit import TokenBucket
 from tidings.protocol.codes import HTTP_STATUS, ErrorCode, ProtocolError
 from tidings.server.node import Node
 
 _encoder = msgspec.json.Encoder()
+log = logging.getLogger("tidings.http")
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -172,6 +175,21 @@ def install(app: FastAPI) -> None:
     async def on_protocol_error(request: Request, exc: ProtocolError) -> Response:
         return error_response(exc)
 
+    @app.exception_handler(StoreUnavailable)
+    async def on_store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
+        return error_response(
+            ProtocolError(ErrorCode.UNAVAILABLE, "storage is unavailable; retry later")
+        )
+
+    @app.exception_handler(NotFound)
+    async def on_not_found(request: Request, exc: NotFound) -> Response:
+        return error_response(ProtocolError(ErrorCode.NOT_FOUND, "not found"))
+
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, exc: Exception) -> Response:
+        log.exception("request %s %s failed", request.method, request.url.path)
+        return error_response(ProtocolError(ErrorCode.INTERNAL, "internal error"))
+
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
@@ -196,3 +214,7 @@ def install(app: FastAPI) -> None:
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
         return Response(_node(request).metrics.render(), media_type="text/plain; version=0.0.4")
+
+    from tidings.server.sse import install_sse
+
+    install_sse(app)
