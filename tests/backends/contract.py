@@ -165,6 +165,14 @@ class EventStoreContract:
         assert await store.head(sid) == 51
         assert (await store.get_session(sid)).seq == 51
 
+    async def test_submitted_appends_get_seqs_in_submission_order(
+        self, store: EventStore, sid: str
+    ) -> None:
+        futures = [store.submit(sid, message(f"m{i}", client_id=f"c{i}")) for i in range(30)]
+        results = [appended(await future) for future in futures]
+        assert [r.seq for r in results] == list(range(2, 32))
+        assert [r.client_id for r in results] == [f"c{i}" for i in range(30)]
+
     async def test_seqs_are_counted_per_session(self, store: EventStore, sid: str) -> None:
         await store.create_session("s2", title="Other", agent="echo", owner="bob")
         await asyncio.gather(*(store.append(s, message("hi")) for s in (sid, "s2", sid, "s2", sid)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,9 +23,14 @@ class FailingStore(MemoryStore):
         self.failure: Exception | None = None
 
     async def append(self, session_id: str, draft: Draft) -> Appended | Conflict:
+        return await self.submit(session_id, draft)
+
+    def submit(self, session_id: str, draft: Draft) -> asyncio.Future[Appended | Conflict]:
         if self.failure is not None:
-            raise self.failure
-        return await super().append(session_id, draft)
+            future: asyncio.Future[Appended | Conflict] = asyncio.get_running_loop().create_future()
+            future.set_exception(self.failure)
+            return future
+        return super().submit(session_id, draft)
 
     async def ping(self) -> None:
         if self.failure is not None:

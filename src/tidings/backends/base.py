@@ -6,6 +6,7 @@ implementation; a backend is correct when it passes it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -75,6 +76,14 @@ class EventStore(Protocol):
 
     async def append(self, session_id: str, draft: Draft) -> Appended | Conflict:
         """Append one event (see the contract above)."""
+
+    def submit(self, session_id: str, draft: Draft) -> asyncio.Future[Appended | Conflict]:
+        """`append` without a coroutine: the append is queued before this returns, and the
+        future settles with its result (or exception) once committed.
+
+        Appends submitted one after another to one session get increasing `seq`s in
+        submission order, so a connection's pipelined sends keep their order. This is the
+        hot path of the server: no task per append."""
 
     async def read(self, session_id: str, after: int, limit: int | None = None) -> list[Event]:
         """Events with `seq > after`, in `seq` order, at most `limit`."""

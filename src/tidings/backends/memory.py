@@ -7,6 +7,7 @@ Data lives as long as the object: `close()` then `open()` keeps it.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +110,17 @@ class MemoryStore:
         return self._session(session_id).members.get(user)
 
     async def append(self, session_id: str, draft: Draft) -> Appended | Conflict:
+        return self._append_now(session_id, draft)
+
+    def submit(self, session_id: str, draft: Draft) -> asyncio.Future[Appended | Conflict]:
+        future: asyncio.Future[Appended | Conflict] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(self._append_now(session_id, draft))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def _append_now(self, session_id: str, draft: Draft) -> Appended | Conflict:
         session = self._session(session_id)
         if draft.client_id is not None:
             original = session.by_client_id.get(draft.client_id)

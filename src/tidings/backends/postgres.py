@@ -227,13 +227,16 @@ class PostgresStore:
         )
 
     async def append(self, session_id: str, draft: Draft) -> Appended | Conflict:
+        return await self.submit(session_id, draft)
+
+    def submit(self, session_id: str, draft: Draft) -> asyncio.Future[Appended | Conflict]:
         self._ready()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Appended | Conflict] = loop.create_future()
         self._pending.append((session_id, draft, future))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush(), name="tidings-postgres-flush")
-        return await future
+        return future
 
     async def _flush(self) -> None:
         """Commit everything queued, batch after batch, until the queue is empty."""

@@ -255,6 +255,10 @@ class SqliteStore:
     # -- the writer: group commit ----------------------------------------------------
 
     async def _write(self, write: _Write) -> Any:
+        return await self._submit(write)
+
+    def _submit(self, write: _Write) -> asyncio.Future[Any]:
+        """Queue `write` for the next batch at once; the future settles after its commit."""
         if not self._open:
             raise StoreUnavailable("the SQLite store is not open")
         loop = asyncio.get_running_loop()
@@ -262,7 +266,7 @@ class SqliteStore:
         self._pending.append((write, future))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush(), name="tidings-sqlite-flush")
-        return await future
+        return future
 
     async def _flush(self) -> None:
         """Commit everything queued, batch after batch, until the queue is empty."""
@@ -452,10 +456,11 @@ class SqliteStore:
         return result
 
     async def append(self, session_id: str, draft: Draft) -> Appended | Conflict:
-        result: Appended | Conflict = await self._write(
-            lambda conn: self._append_in_tx(conn, session_id, draft)
-        )
+        result: Appended | Conflict = await self.submit(session_id, draft)
         return result
+
+    def submit(self, session_id: str, draft: Draft) -> asyncio.Future[Appended | Conflict]:
+        return self._submit(lambda conn: self._append_in_tx(conn, session_id, draft))
 
     async def save_partial(self, session_id: str, message_id: str, content: str) -> None:
         def write(conn: sqlite3.Connection) -> None:

@@ -406,9 +406,11 @@ class Client:
             except AuthError as exc:
                 self._fail(exc)
                 return
-            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, TidingsError) as e:
+            except Exception as exc:  # the network, the server, or the token provider
                 failures += 1
-                log.debug("connecting failed (%d in a row): %r", failures, e)
+                expected = (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, TidingsError)
+                level = logging.DEBUG if isinstance(exc, expected) else logging.WARNING
+                log.log(level, "connecting failed (%d in a row): %r", failures, exc)
                 fallback_after = self.options.fallback_after
                 if not self._fallback and fallback_after is not None and failures >= fallback_after:
                     self._start_fallback()
@@ -423,9 +425,12 @@ class Client:
             except AuthError as exc:
                 self._fail(exc)
                 return
+            except Exception:
+                log.exception("the connection failed unexpectedly; reconnecting")
             finally:
                 self._link = None
-                link.ws.transport.abort()
+                if not self._stopping():
+                    link.ws.transport.abort()  # broken: no closing handshake to wait for
                 await link.ws.close()
             if self._stopping():
                 return

@@ -7,6 +7,7 @@ replica recorded into handle resolutions, change batches and fetches.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Generator
@@ -311,12 +312,7 @@ class Session:
             return dict(state.members)
         if what == "cards":
             return {k: dict(v) for k, v in state.cards.items()}
-        value = getattr(state, what, None)
-        if isinstance(value, dict):
-            return dict(value)
-        if isinstance(value, list):
-            return list(value)
-        return value
+        return copy.deepcopy(getattr(state, what, None))
 
     async def close(self) -> None:
         worker = self._worker

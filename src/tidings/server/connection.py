@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING
 
 from tidings import PROTOCOL_VERSION
@@ -22,7 +23,7 @@ from tidings.protocol.codes import CloseCode, ErrorCode, ProtocolError
 from tidings.protocol.state import ConnectionStateMachine, Input, Outcome
 
 if TYPE_CHECKING:
-    from tidings.server.node import Node
+    from tidings.server.node import Ack, Node
     from tidings.server.websocket import WebSocket
 
 log = logging.getLogger("tidings.connection")
@@ -47,7 +48,6 @@ class Connection:
         self.strikes = Strikes(config.rate_strikes, config.rate_window_ms)
         self._backlog: deque[wire.Request] = deque()
         self._worker: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
         loop = asyncio.get_running_loop()
         self._connect_timer: asyncio.TimerHandle | None = loop.call_later(
             config.connect_timeout_ms / 1000, self._connect_timeout
@@ -62,7 +62,7 @@ class Connection:
         self.socket.push(wire.encode_bytes(frame))
 
     def error(self, err: ProtocolError) -> None:
-        self.node.metrics.errors.labels(code=str(err.code)).inc()
+        self.node.metrics.errors.labels(str(err.code)).inc()
         self.reply(wire.error_from(err))
 
     def close(self, code: CloseCode, reason: str) -> None:
@@ -108,6 +108,10 @@ class Connection:
             else:
                 if isinstance(request, wire.Send):
                     self._rate_check(request)
+                    # The hot path: nothing queued before it, the session's state in
+                    # memory: the append is queued now and the ack follows its commit.
+                    if not self._backlog and self._worker is None and self._send_nowait(request):
+                        return
                 elif isinstance(request, wire.Subscribe):
                     self._subscription_check(request)
                 self._backlog.append(request)
@@ -176,45 +180,51 @@ class Connection:
                 node.unsubscribe(self, request.session)
             await node.subscribe(self, request.session, request.after, request.id)
         elif isinstance(request, wire.Send):
-            # Queue the append in arrival order, then leave the ack to its own task so the
-            # next request can go on while this one is made durable.
-            task = asyncio.get_running_loop().create_task(self._send(request))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
-            await asyncio.sleep(0)
+            # Requests before it are done, so queuing the append now keeps the order.
+            while not self._send_nowait(request):
+                await node.warm(request.session)
         elif isinstance(request, wire.Cancel):
             assert self.user is not None
             await node.cancel(self.user, request.session, request.message_id)
             self.reply(wire.Ok(re=request.id))
 
-    async def _send(self, request: wire.Send) -> None:
+    def _send_nowait(self, request: wire.Send) -> bool:
+        """Queue the append; False when the session must be warmed first."""
         assert self.user is not None
-        try:
-            ack = await self.node.send(
-                self.user,
-                request.session,
-                client_id=request.client_id,
-                kind=request.kind,
-                data=request.data,
-            )
-        except ProtocolError as err:
-            err.re = request.id
-            self.error(err)
-            return
-        except Exception:
-            log.exception("send failed")
-            self.error(ProtocolError(ErrorCode.INTERNAL, "internal error", re=request.id))
-            return
-        self.reply(
-            wire.Ack(
-                re=request.id,
-                session=ack.session,
-                client_id=ack.client_id,
-                seq=ack.seq,
-                event_id=ack.event_id,
-                duplicate=ack.duplicate,
-            )
+        ack = self.node.send_nowait(
+            self.user,
+            request.session,
+            client_id=request.client_id,
+            kind=request.kind,
+            data=request.data,
         )
+        if ack is None:
+            return False
+        ack.add_done_callback(partial(self._acked, request.id))
+        return True
+
+    def _acked(self, re: int, ack: asyncio.Future[Ack]) -> None:
+        if self.closed or ack.cancelled():
+            return
+        exc = ack.exception()
+        if exc is None:
+            result = ack.result()
+            self.reply(
+                wire.Ack(
+                    re=re,
+                    session=result.session,
+                    client_id=result.client_id,
+                    seq=result.seq,
+                    event_id=result.event_id,
+                    duplicate=result.duplicate,
+                )
+            )
+        elif isinstance(exc, ProtocolError):
+            exc.re = re
+            self.error(exc)
+        else:
+            log.error("send failed", exc_info=exc)
+            self.error(ProtocolError(ErrorCode.INTERNAL, "internal error", re=re))
 
     # ------------------------------------------------------------ auth
 

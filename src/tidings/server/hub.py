@@ -64,6 +64,7 @@ class Channel:
         self.early: list[tuple[int | None, bytes, str | None]] = []
         self.gap_task: asyncio.Task[None] | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.last_used = time.monotonic()
 
     @property
     def seq(self) -> int:
@@ -157,9 +158,15 @@ class Hub:
                 raise
         else:
             await asyncio.shield(channel.ready)
-        if channel.idle_timer is not None:
-            channel.idle_timer.cancel()
-            channel.idle_timer = None
+        channel.last_used = time.monotonic()
+        return channel
+
+    def ready_channel(self, session_id: str) -> Channel | None:
+        """The session's channel if it is open and folded, without waiting; else None."""
+        channel = self.channels.get(session_id)
+        if channel is None or not channel.ready.done() or channel.ready.exception():
+            return None
+        channel.last_used = time.monotonic()
         return channel
 
     async def _open(self, channel: Channel) -> None:
@@ -179,7 +186,8 @@ class Hub:
             channel.on_frame(session_id, seq, frame, origin)
 
     def release(self, channel: Channel) -> None:
-        """Called when a channel may have become unused; drops it after a grace period."""
+        """Called when a channel may have become unused; drops it after a grace period
+        without use (one timer per idle channel, not one per use)."""
         if channel.in_use() or channel.idle_timer is not None:
             return
         loop = asyncio.get_running_loop()
@@ -188,6 +196,13 @@ class Hub:
     def _drop_if_idle(self, channel: Channel) -> None:
         channel.idle_timer = None
         if channel.in_use() or self.channels.get(channel.session_id) is not channel:
+            return
+        unused_for = time.monotonic() - channel.last_used
+        if unused_for < IDLE_GRACE_S:
+            loop = asyncio.get_running_loop()
+            channel.idle_timer = loop.call_later(
+                IDLE_GRACE_S - unused_for, self._drop_if_idle, channel
+            )
             return
         del self.channels[channel.session_id]
         asyncio.get_running_loop().create_task(

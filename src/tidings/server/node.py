@@ -11,6 +11,7 @@ import itertools
 import logging
 import os
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -23,7 +24,7 @@ from tidings.backends.factory import open_store
 from tidings.backends.memory_broker import MemoryBroker
 from tidings.core import rules
 from tidings.core.auth import AuthConfig, AuthError, Claims, verify
-from tidings.core.model import Conflict, Draft, Event, Kind, Message, Role, SessionInfo
+from tidings.core.model import Appended, Conflict, Draft, Event, Kind, Message, Role, SessionInfo
 from tidings.core.presence import PresenceTracker
 from tidings.core.rules import Action
 from tidings.protocol import messages as wire
@@ -47,6 +48,12 @@ class Ack(msgspec.Struct, kw_only=True):
     seq: int
     event_id: str
     duplicate: bool
+
+
+def _store_error(exc: Exception, session_id: str) -> ProtocolError:
+    if isinstance(exc, NotFound):
+        return ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}")
+    return ProtocolError(ErrorCode.UNAVAILABLE, "storage is unavailable; retry later")
 
 
 def _seq_of(message_id: str) -> int:
@@ -181,14 +188,29 @@ class Node:
     # ------------------------------------------------------------ roles and agents
 
     async def role(self, session_id: str, user: str) -> Role | None:
-        channel = self.hub.channels.get(session_id)
-        if channel is not None and channel.ready.done() and not channel.ready.exception():
-            role = channel.state.members.get(user)
-            return Role(role) if role is not None else None
-        try:
-            return await self.store.role(session_id, user)
-        except NotFound:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}") from None
+        """`user`'s role, from the session's folded state in memory.
+
+        The session's channel is opened (and kept warm for a while) even for a sender that
+        does not subscribe: it follows every event of the session, member changes included,
+        so checks are current without a store read per request."""
+        channel = self.hub.ready_channel(session_id)
+        if channel is None:
+            try:
+                channel = await self.hub.channel(session_id)
+            except NotFound:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}") from None
+            self.hub.release(channel)
+        role = channel.state.members.get(user)
+        return Role(role) if role is not None else None
+
+    def _check(self, role: str | None, session_id: str, action: Action) -> None:
+        if role is None or not rules.allowed(Role(role), action):
+            what = "not a member of" if role is None else f"a {role} and may not {action} in"
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                f"you are {what} session {session_id!r}",
+                extra={"session": session_id},
+            )
 
     async def require(self, session_id: str, user: str, action: Action) -> Role:
         role = await self.role(session_id, user)
@@ -235,12 +257,14 @@ class Node:
     async def _append(self, session_id: str, draft: Draft) -> tuple[Event, bool]:
         try:
             result = await self.store.append(session_id, draft)
-        except NotFound:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}") from None
-        except StoreUnavailable:
-            raise ProtocolError(
-                ErrorCode.UNAVAILABLE, "storage is unavailable; retry later"
-            ) from None
+        except (NotFound, StoreUnavailable) as exc:
+            raise _store_error(exc, session_id) from None
+        return self._settle(session_id, draft, result)
+
+    def _settle(
+        self, session_id: str, draft: Draft, result: Appended | Conflict
+    ) -> tuple[Event, bool]:
+        """After an append: refuse a conflict, publish a new event (encoded once)."""
         if isinstance(result, Conflict):
             raise ProtocolError(
                 ErrorCode.CONFLICT,
@@ -259,19 +283,71 @@ class Node:
         self, user: str, session_id: str, *, client_id: str, kind: str, data: dict[str, Any]
     ) -> Ack:
         """A client's `send`: check, append (deduped by client id), publish, start the agent."""
+        ack = self.send_nowait(user, session_id, client_id=client_id, kind=kind, data=data)
+        while ack is None:
+            await self.warm(session_id)
+            ack = self.send_nowait(user, session_id, client_id=client_id, kind=kind, data=data)
+        return await ack
+
+    async def warm(self, session_id: str) -> None:
+        """Open the session's channel (its folded state), so `send_nowait` can serve it."""
+        try:
+            channel = await self.hub.channel(session_id)
+        except NotFound:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}") from None
+        self.hub.release(channel)
+
+    def send_nowait(
+        self, user: str, session_id: str, *, client_id: str, kind: str, data: dict[str, Any]
+    ) -> asyncio.Future[Ack] | None:
+        """`send` without a coroutine, the hot path: checks, queues the append and returns
+        a future of the ack at once; None when the session's state is not in memory yet
+        (call `warm` first). Sends queued one after another keep their order."""
+        channel = self.hub.ready_channel(session_id)
+        if channel is None:
+            return None
         draft = rules.draft_for_send(kind, data, author=user, client_id=client_id)
-        await self.require(session_id, user, Action.SEND)
-        event, duplicate = await self._append(session_id, draft)
-        if not duplicate and event.kind == Kind.MESSAGE_CREATED:
-            agent = self.agent(await self.session_agent(session_id))
+        self._check(channel.state.members.get(user), session_id, Action.SEND)
+        try:
+            stored = self.store.submit(session_id, draft)
+        except (NotFound, StoreUnavailable) as exc:
+            raise _store_error(exc, session_id) from None
+        ack: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        stored.add_done_callback(partial(self._sent, session_id, draft, channel.agent, ack))
+        return ack
+
+    def _sent(
+        self,
+        session_id: str,
+        draft: Draft,
+        agent_name: str,
+        ack: asyncio.Future[Ack],
+        stored: asyncio.Future[Appended | Conflict],
+    ) -> None:
+        if ack.cancelled():
+            return
+        try:
+            try:
+                result = stored.result()
+            except (NotFound, StoreUnavailable) as exc:
+                raise _store_error(exc, session_id) from None
+            event, duplicate = self._settle(session_id, draft, result)
+        except Exception as exc:
+            ack.set_exception(exc)
+            return
+        if not duplicate and event.kind == Kind.MESSAGE_CREATED and agent_name != "none":
+            agent = self.agent(agent_name)
             if agent is not None:
                 self.runner.submit(session_id, agent, event)
-        return Ack(
-            session=session_id,
-            client_id=client_id,
-            seq=event.seq,
-            event_id=event.event_id,
-            duplicate=duplicate,
+        assert draft.client_id is not None
+        ack.set_result(
+            Ack(
+                session=session_id,
+                client_id=draft.client_id,
+                seq=event.seq,
+                event_id=event.event_id,
+                duplicate=duplicate,
+            )
         )
 
     # ------------------------------------------------------------ subscriptions
@@ -407,8 +483,8 @@ class Node:
         await self.store.save_partial(session_id, message_id, content)
 
     async def context(self, session_id: str, trigger: Event) -> AgentContext:
-        channel = self.hub.channels.get(session_id)
-        if channel is not None and channel.ready.done() and not channel.ready.exception():
+        channel = self.hub.ready_channel(session_id)
+        if channel is not None:
             state = channel.state
         else:
             info = await self.store.get_session(session_id)
@@ -448,8 +524,8 @@ class Node:
     async def snapshot(self, user: str, session_id: str) -> tuple[SessionInfo, int, dict[str, Any]]:
         await self.require(session_id, user, Action.READ)
         info = await self.store.get_session(session_id)
-        channel = self.hub.channels.get(session_id)
-        if channel is not None and channel.ready.done() and not channel.ready.exception():
+        channel = self.hub.ready_channel(session_id)
+        if channel is not None:
             return info, channel.seq, self.hub.snapshot(channel)
         state = fold_session(info, await self.store.read(session_id, 0))
         partials = {
