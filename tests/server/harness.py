@@ -86,7 +86,7 @@ class Server:
         return client
 
 
-def test_config(tmp_path: Path, **overrides: Any) -> Config:
+def server_config(tmp_path: Path, **overrides: Any) -> Config:
     values: dict[str, Any] = {
         "port": 0,
         "database_url": f"sqlite:///{tmp_path / 'tidings.db'}",
@@ -100,10 +100,17 @@ def test_config(tmp_path: Path, **overrides: Any) -> Config:
 
 @contextlib.asynccontextmanager
 async def running_server(
-    tmp_path: Path, *, store: EventStore | None = None, **overrides: Any
+    tmp_path: Path,
+    *,
+    store: EventStore | None = None,
+    node: Node | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Server]:
-    config = test_config(tmp_path, **overrides)
-    app = create_app(config, Node(config, store=store) if store is not None else None)
+    """A server in this event loop; `store` or a whole `node` replace the defaults."""
+    config = node.config if node is not None else server_config(tmp_path, **overrides)
+    if node is None and store is not None:
+        node = Node(config, store=store)
+    app = create_app(config, node)
     server = uvicorn.Server(uvicorn_config(config, app))
     server.config.loop = "none"
     task = asyncio.get_running_loop().create_task(server.serve())
@@ -230,7 +237,7 @@ class ServerProcess:
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
-        self.server = Server(config=test_config(tmp_path), node=None, port=self.port)
+        self.server = Server(config=server_config(tmp_path), node=None, port=self.port)
 
     async def start(self) -> Server:
         # The child keeps its own copy of the log file's descriptor; ours closes at once.

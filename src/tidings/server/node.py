@@ -23,7 +23,7 @@ from tidings.backends.base import Broker, EventStore, NotFound, StoreUnavailable
 from tidings.backends.factory import open_store
 from tidings.backends.memory_broker import MemoryBroker
 from tidings.core import rules
-from tidings.core.auth import AuthConfig, AuthError, Claims, verify
+from tidings.core.auth import AuthConfig, AuthError, Claims, jwks_key, verify, verify_with_key
 from tidings.core.model import Appended, Conflict, Draft, Event, Kind, Message, Role, SessionInfo
 from tidings.core.presence import PresenceTracker
 from tidings.core.rules import Action
@@ -181,6 +181,11 @@ class Node:
         if not token:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "a token is required")
         try:
+            if self.auth.needs_jwks:
+                assert self.auth.jwks_url is not None
+                # The key set is fetched (and cached) off the event loop.
+                key = await asyncio.to_thread(jwks_key, token, self.auth.jwks_url)
+                return verify_with_key(token, key, self.auth, int(time.time()))
             return verify(token, self.auth, now_s=int(time.time()))
         except AuthError as exc:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, str(exc)) from None
