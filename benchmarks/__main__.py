@@ -41,7 +41,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="e.g. S1,S2")
     parser.add_argument("--servers", default=",".join(ALL_SERVERS), help="e.g. tidings,fastapi")
     parser.add_argument(
-        "--reps", type=int, default=None, help="S1 repetitions (default 5, quick 1)"
+        "--reps", type=int, default=None, help="S1-S3 repetitions (default 5, quick 1)"
     )
     parser.add_argument("--duration", type=float, default=None, help="seconds, every scenario")
     parser.add_argument(

@@ -24,7 +24,7 @@ class Scenario:
     tidings_only: bool = False
     # Tidings publishes with these request kinds; each is a row of its own.
     tidings_kinds: tuple[str, ...] = ("send",)
-    repeated: bool = False  # S1 only: run --reps times and report medians
+    repeated: bool = False  # S1, S2, S3: run --reps times and report medians
     counted: tuple[str, ...] = field(default=("subscribers",))
 
     def config(self, quick: bool, scale: float, duration: float | None) -> dict[str, Any]:
@@ -69,6 +69,8 @@ SCENARIOS: dict[str, Scenario] = {
             {"rooms": 1, "subscribers": 1000, "rate": 20, "grace": 5},
             10,
             3,
+            tidings_kinds=("send", "signal"),
+            repeated=True,
         ),
         Scenario(
             "S3",
@@ -80,6 +82,8 @@ SCENARIOS: dict[str, Scenario] = {
             10,
             3,
             counted=("rooms", "subscribers"),
+            tidings_kinds=("send", "signal"),
+            repeated=True,
         ),
         Scenario(
             "S4",
@@ -112,6 +116,7 @@ SCENARIOS: dict[str, Scenario] = {
             {"rooms": 10, "subscribers": 1000, "rate": 2, "grace": 5},
             10,
             3,
+            tidings_kinds=("send", "signal"),
         ),
         Scenario(
             "S7",

@@ -4,9 +4,7 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import jwt
@@ -14,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.conftest import JwksHandler
 from tidings.core.auth import (
     AuthConfig,
     AuthError,
@@ -155,11 +154,6 @@ def test_an_unusable_configuration_is_refused_at_once(kwargs: dict[str, Any]) ->
 # ---------------------------------------------------------------- public keys
 
 
-@pytest.fixture(scope="module")
-def ec_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
 def public_pem(key: ec.EllipticCurvePrivateKey) -> str:
     return (
         key.public_key()
@@ -217,36 +211,6 @@ def test_a_jwks_configuration_needs_the_key_resolved_first(
     assert verify_with_key(token, ec_key.public_key(), config, NOW).user == "alice"
 
 
-class _JwksHandler(BaseHTTPRequestHandler):
-    body = b""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def jwks_url(ec_key: ec.EllipticCurvePrivateKey) -> Iterator[str]:
-    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec_key.public_key()))
-    jwk.update(kid="k1", use="sig", alg="ES256")
-    handler = type("Handler", (_JwksHandler,), {"body": json.dumps({"keys": [jwk]}).encode()})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/jwks"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 def test_a_jwks_key_is_fetched_by_kid_and_verifies_the_token(
     ec_key: ec.EllipticCurvePrivateKey, jwks_url: str
 ) -> None:
@@ -266,7 +230,7 @@ def test_a_jwks_key_is_fetched_by_kid_and_verifies_the_token(
 def test_an_unreachable_jwks_url_is_reported_as_unavailable(
     ec_key: ec.EllipticCurvePrivateKey,
 ) -> None:
-    with ThreadingHTTPServer(("127.0.0.1", 0), _JwksHandler) as closed:
+    with ThreadingHTTPServer(("127.0.0.1", 0), JwksHandler) as closed:
         port = closed.server_address[1]
     token = sign(
         {"sub": "a", "exp": NOW + 60}, key=ec_key, algorithm="ES256", headers={"kid": "k1"}

@@ -6,18 +6,13 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
-from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import jwt
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.core.test_auth import _JwksHandler
 from tests.server.harness import running_server
 
 
@@ -33,34 +28,13 @@ def hmac_token(claims: dict[str, object], secret: bytes) -> str:
     return (signing + b"." + _b64(signature)).decode()
 
 
-@pytest.fixture(scope="module")
-def ec_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-@pytest.fixture
-def jwks(ec_key: ec.EllipticCurvePrivateKey) -> Iterator[str]:
-    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec_key.public_key()))
-    jwk.update(kid="k1", use="sig", alg="ES256")
-    handler = type("Handler", (_JwksHandler,), {"body": json.dumps({"keys": [jwk]}).encode()})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/jwks"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 async def test_es256_tokens_are_verified_with_keys_from_a_jwks_url(
-    tmp_path: Path, ec_key: ec.EllipticCurvePrivateKey, jwks: str
+    tmp_path: Path, ec_key: ec.EllipticCurvePrivateKey, jwks_url: str
 ) -> None:
     claims = {"sub": "alice", "exp": int(time.time()) + 60}
     good = jwt.encode(claims, ec_key, algorithm="ES256", headers={"kid": "k1"})
     async with running_server(
-        tmp_path, jwt_algorithm="ES256", jwt_secret="", jwt_jwks_url=jwks
+        tmp_path, jwt_algorithm="ES256", jwt_secret="", jwt_jwks_url=jwks_url
     ) as server:
         client = await server.client()
         reply = await client.request({"type": "connect", "token": good})

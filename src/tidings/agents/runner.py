@@ -33,7 +33,8 @@ from typing import Any, Final
 import msgspec
 
 from tidings.agents.base import Agent, AgentError, ReplyHost, Usage
-from tidings.core.model import Draft, Event, Kind
+from tidings.core import rules
+from tidings.core.model import Event
 
 log = logging.getLogger("tidings.agents.runner")
 
@@ -159,17 +160,11 @@ class AgentRunner:
         for session_id, message_id in streaming:
             if (session_id, message_id) in self._running:
                 continue
-            failed = Draft(
-                kind=Kind.MESSAGE_FAILED,
-                author=SYSTEM_AUTHOR,
-                data={"message_id": message_id, "error": INTERRUPTED},
-                client_id=end_client_id(message_id),
+            failed = rules.draft_message_failed(
+                message_id, INTERRUPTED, author=SYSTEM_AUTHOR, client_id=end_client_id(message_id)
             )
-            idle = Draft(
-                kind=Kind.AGENT_STATUS,
-                author=SYSTEM_AUTHOR,
-                data={"status": "idle"},
-                client_id=f"agent:{message_id}:recovered",
+            idle = rules.draft_agent_status(
+                "idle", author=SYSTEM_AUTHOR, client_id=f"agent:{message_id}:recovered"
             )
             try:
                 await self._host.append(session_id, failed)
@@ -239,19 +234,7 @@ class AgentRunner:
             await self._status(session_id, author, "processing", task="reply")
             created = await self._host.append(
                 session_id,
-                Draft(
-                    kind=Kind.MESSAGE_CREATED,
-                    author=author,
-                    data={
-                        "message": {
-                            "role": "assistant",
-                            "author": author,
-                            "content": "",
-                            "is_code": False,
-                            "status": "streaming",
-                        }
-                    },
-                ),
+                rules.draft_assistant_message(author=author),
             )
         except Exception:
             log.exception("could not start a reply in session %s", session_id)
@@ -350,23 +333,16 @@ class AgentRunner:
                 await asyncio.wait_for(reply.done.wait(), self._partial_interval_s)
 
     async def _end(self, reply: _Reply) -> None:
+        client_id = end_client_id(reply.message_id)
         if reply.stop is None:
-            data: dict[str, Any] = {"message_id": reply.message_id, "content": reply.content()}
-            if reply.usage is not None:
-                data["usage"] = msgspec.structs.asdict(reply.usage)
-            end = Draft(
-                kind=Kind.MESSAGE_COMPLETED,
-                author=reply.author,
-                data=data,
-                client_id=end_client_id(reply.message_id),
+            usage = msgspec.structs.asdict(reply.usage) if reply.usage is not None else None
+            end = rules.draft_message_completed(
+                reply.message_id, reply.content(), usage, author=reply.author, client_id=client_id
             )
             status, error = "idle", None
         else:
-            end = Draft(
-                kind=Kind.MESSAGE_FAILED,
-                author=reply.author,
-                data={"message_id": reply.message_id, "error": reply.stop},
-                client_id=end_client_id(reply.message_id),
+            end = rules.draft_message_failed(
+                reply.message_id, reply.stop, author=reply.author, client_id=client_id
             )
             stopped_on_purpose = reply.stop in (CANCELLED, INTERRUPTED)
             status, error = ("idle", None) if stopped_on_purpose else ("error", reply.stop)
@@ -391,12 +367,8 @@ class AgentRunner:
         task: str | None = None,
         error: str | None = None,
     ) -> None:
-        data: dict[str, Any] = {"status": status}
-        if task is not None:
-            data["task"] = task
-        if error is not None:
-            data["error"] = error
-        await self._host.append(session_id, Draft(kind=Kind.AGENT_STATUS, author=author, data=data))
+        draft = rules.draft_agent_status(status, task=task, error=error, author=author)
+        await self._host.append(session_id, draft)
 
     async def _safe_status(
         self, session_id: str, author: str, status: str, *, error: str | None = None

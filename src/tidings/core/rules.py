@@ -251,6 +251,7 @@ def draft_agent_status(
     progress: float | None = None,
     error: str | None = None,
     author: str = "assistant",
+    client_id: str | None = None,
 ) -> Draft:
     """The agent's state: `idle`, `processing` (with an optional task and progress) or `error`."""
     if status not in AGENT_STATUSES:
@@ -262,7 +263,7 @@ def draft_agent_status(
         data["progress"] = progress
     if error is not None:
         data["error"] = error
-    return Draft(kind=Kind.AGENT_STATUS, author=author, data=data)
+    return Draft(kind=Kind.AGENT_STATUS, author=author, data=data, client_id=client_id)
 
 
 def draft_assistant_message(*, author: str = "assistant") -> Draft:
@@ -288,18 +289,22 @@ def draft_message_completed(
     usage: dict[str, int] | None,
     *,
     author: str = "assistant",
+    client_id: str | None = None,
 ) -> Draft:
     """The end of a streamed reply: its full content and the tokens the model reported."""
     data: dict[str, Any] = {"message_id": message_id, "content": content}
     if usage is not None:
         data["usage"] = dict(usage)
-    return Draft(kind=Kind.MESSAGE_COMPLETED, author=author, data=data)
+    return Draft(kind=Kind.MESSAGE_COMPLETED, author=author, data=data, client_id=client_id)
 
 
-def draft_message_failed(message_id: str, error: str, *, author: str = "assistant") -> Draft:
+def draft_message_failed(
+    message_id: str, error: str, *, author: str = "assistant", client_id: str | None = None
+) -> Draft:
     """A reply that will not complete; `error` is shown to users as it is."""
     return Draft(
         kind=Kind.MESSAGE_FAILED,
         author=author,
         data={"message_id": message_id, "error": error},
+        client_id=client_id,
     )

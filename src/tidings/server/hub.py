@@ -185,6 +185,26 @@ class Hub:
         for seq, frame, origin in early:
             channel.on_frame(session_id, seq, frame, origin)
 
+    async def catch_up(
+        self, channel: Channel, subscriber: Any, after: int
+    ) -> tuple[int, list[bytes]] | None:
+        """The frames that bring `subscriber` from `after` to live: the missed events read
+        from the store, then those delivered while it read. Returns `(head, frames)`, where
+        `head` is the seq the subscriber is at once they are sent, or None when the missed
+        events are no longer retained (send a snapshot instead). The caller puts the
+        subscriber in `channel.live` right after, with no await in between."""
+        head = channel.seq
+        channel.pending[subscriber] = []
+        try:
+            missed = await self.node.store.read(channel.session_id, after, limit=head - after)
+        finally:
+            buffered = channel.pending.pop(subscriber, [])
+        if len(missed) != head - after:
+            return None
+        frames = [wire.encode_bytes(event) for event in missed]
+        frames.extend(frame for seq, frame in buffered if seq > head)
+        return head, frames
+
     def release(self, channel: Channel) -> None:
         """Called when a channel may have become unused; drops it after a grace period
         without use (one timer per idle channel, not one per use)."""

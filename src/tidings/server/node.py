@@ -370,29 +370,20 @@ class Node:
         except NotFound:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}") from None
         socket = conn.socket
-        head = channel.seq
-        if after is not None and after <= head:
-            channel.pending[conn] = []
-            try:
-                missed = await self.store.read(session_id, after, limit=head - after)
-            except BaseException:
-                channel.pending.pop(conn, None)
-                raise
-            buffered = channel.pending.pop(conn, [])
+        if after is not None and after <= channel.seq:
+            caught_up = await self.hub.catch_up(channel, conn, after)
             if conn.closed:
                 self.hub.release(channel)
                 return
-            if len(missed) == head - after:
+            if caught_up is not None:
+                head, frames = caught_up
                 socket.push(
                     wire.encode_bytes(
                         wire.Subscribed(re=re, session=session_id, seq=head, recovered=True)
                     )
                 )
-                for event in missed:
-                    socket.push(wire.encode_bytes(event))
-                for seq, frame in buffered:
-                    if seq > head:
-                        socket.push(frame)
+                for frame in frames:
+                    socket.push(frame)
                 self._go_live(conn, channel)
                 return
             # The missed events are no longer retained: fall through to a snapshot.

@@ -118,20 +118,15 @@ async def _open(
     """Join the channel: the frames to send first, and the channel (now live for us)."""
     channel = await node.hub.channel(session_id)
     first: list[bytes] = []
-    head = channel.seq
     key = cast(Any, subscriber)
-    if after is not None and after < head:
-        channel.pending[key] = []
+    if after is not None and after < channel.seq:
         try:
-            missed = await node.store.read(session_id, after, limit=head - after)
+            caught_up = await node.hub.catch_up(channel, key, after)
         except BaseException:
-            channel.pending.pop(key, None)
             node.hub.release(channel)
             raise
-        buffered = channel.pending.pop(key, [])
-        if len(missed) == head - after:
-            first.extend(wire.encode_bytes(event) for event in missed)
-            first.extend(frame for seq, frame in buffered if seq > head)
+        if caught_up is not None:
+            first.extend(caught_up[1])
             channel.live[key] = None
             return channel, first
         # Not retained any more: start over from a snapshot.
