@@ -177,6 +177,10 @@ class WebSocket(asyncio.Protocol):
         connection, self.connection = self.connection, None
         if connection is not None:
             connection.on_closed()
+        # The parser is a generator holding its protocol: a reference cycle per
+        # connection, left to the cyclic GC unless closed here (its pauses are tail
+        # latency for everyone else).
+        self.protocol.parser.close()
 
     # ------------------------------------------------------------ uvicorn hooks
 
