@@ -31,6 +31,7 @@ import msgspec
 
 from tidings.backends.base import Clock, NotFound, StoreUnavailable
 from tidings.backends.migrations.postgres import MIGRATIONS, VERSION_TABLE
+from tidings.backends.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, message_of, session_of
 from tidings.core.model import (
     Appended,
     Conflict,
@@ -46,10 +47,6 @@ from tidings.core.model import (
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
-_SESSION_COLUMNS: Final = "id, title, agent, owner, created_at, seq, version, status"
-_MESSAGE_COLUMNS: Final = (
-    "id, seq, role, author, content, is_code, status, created_at, error, usage::text"
-)
 _EVENT_COLUMNS: Final = "seq, kind, ts, author, client_id, data::text"
 
 #: Appends flushed in one transaction at most.
@@ -82,36 +79,6 @@ def _unavailable_on_failure() -> Iterator[None]:
         yield
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
         raise StoreUnavailable(f"postgres: {exc}") from exc
-
-
-def _session_of(row: asyncpg.Record) -> SessionInfo:
-    return SessionInfo(
-        id=row[0],
-        title=row[1],
-        agent=row[2],
-        owner=row[3],
-        created_at=row[4],
-        seq=row[5],
-        version=row[6],
-        status=row[7],
-    )
-
-
-def _message_of(row: asyncpg.Record) -> Message:
-    status = row[6]
-    return Message(
-        id=row[0],
-        seq=row[1],
-        role=row[2],
-        author=row[3],
-        content=row[4],
-        is_code=row[5],
-        status=status,
-        created_at=row[7],
-        offset=len(row[4]) if status == "streaming" else None,
-        error=row[8],
-        usage=None if row[9] is None else _decode(row[9]),
-    )
 
 
 def _event_of(session_id: str, row: Sequence[Any]) -> Event:
@@ -412,11 +379,11 @@ class PostgresStore:
     async def get_session(self, session_id: str) -> SessionInfo:
         with _unavailable_on_failure():
             row = await self._ready().fetchrow(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = $1", session_id
+                f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1", session_id
             )
         if row is None:
             raise NotFound(f"no session {session_id!r}")
-        return _session_of(row)
+        return session_of(row)
 
     async def list_sessions(self, user: str) -> list[SessionInfo]:
         with _unavailable_on_failure():
@@ -426,7 +393,7 @@ class PostgresStore:
                 ' WHERE m."user" = $1 ORDER BY s.created_at DESC, s.id DESC',
                 user,
             )
-        return [_session_of(row) for row in rows]
+        return [session_of(row) for row in rows]
 
     async def members(self, session_id: str) -> dict[str, Role]:
         with _unavailable_on_failure():
@@ -478,7 +445,7 @@ class PostgresStore:
         with _unavailable_on_failure():
             async with self._ready().acquire() as conn:
                 rows = await conn.fetch(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+                    f"SELECT {MESSAGE_COLUMNS} FROM messages"
                     " WHERE session_id = $1 AND ($2::bigint IS NULL OR seq < $2)"
                     " ORDER BY seq DESC LIMIT $3",
                     session_id,
@@ -487,20 +454,20 @@ class PostgresStore:
                 )
                 if not rows:
                     await _check_session(conn, session_id)
-        return [_message_of(row) for row in rows]
+        return [message_of(row) for row in rows]
 
     async def message(self, session_id: str, message_id: str) -> Message:
         with _unavailable_on_failure():
             async with self._ready().acquire() as conn:
                 row = await conn.fetchrow(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND id = $2",
+                    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND id = $2",
                     session_id,
                     message_id,
                 )
                 if row is None:
                     await _check_session(conn, session_id)
                     raise NotFound(f"no message {message_id!r} in session {session_id!r}")
-        return _message_of(row)
+        return message_of(row)
 
     async def streaming_messages(self) -> list[tuple[str, str]]:
         with _unavailable_on_failure():

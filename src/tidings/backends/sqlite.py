@@ -34,6 +34,7 @@ import msgspec
 
 from tidings.backends.base import Clock, NotFound, StoreUnavailable
 from tidings.backends.migrations.sqlite import MIGRATIONS
+from tidings.backends.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, message_of, session_of
 from tidings.core.model import (
     Appended,
     Conflict,
@@ -56,44 +57,9 @@ _decode = msgspec.json.Decoder().decode
 _NO_BOUND: Final = 2**62
 _BUSY_TIMEOUT_MS: Final = 5000
 
-_SESSION_COLUMNS: Final = "id, title, agent, owner, created_at, seq, version, status"
-_MESSAGE_COLUMNS: Final = (
-    "id, seq, role, author, content, is_code, status, created_at, error, usage"
-)
-
 
 def _json(value: Any) -> str:
     return _encode(value).decode()
-
-
-def _session_of(row: tuple[Any, ...]) -> SessionInfo:
-    return SessionInfo(
-        id=row[0],
-        title=row[1],
-        agent=row[2],
-        owner=row[3],
-        created_at=row[4],
-        seq=row[5],
-        version=row[6],
-        status=row[7],
-    )
-
-
-def _message_of(row: tuple[Any, ...]) -> Message:
-    status = row[6]
-    return Message(
-        id=row[0],
-        seq=row[1],
-        role=row[2],
-        author=row[3],
-        content=row[4],
-        is_code=bool(row[5]),
-        status=status,
-        created_at=row[7],
-        offset=len(row[4]) if status == "streaming" else None,
-        error=row[8],
-        usage=None if row[9] is None else _decode(row[9]),
-    )
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -503,11 +469,11 @@ class SqliteStore:
     async def get_session(self, session_id: str) -> SessionInfo:
         def read(conn: sqlite3.Connection) -> SessionInfo:
             row = conn.execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+                f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
             ).fetchone()
             if row is None:
                 raise NotFound(f"no session {session_id!r}")
-            return _session_of(row)
+            return session_of(row)
 
         return await self._read(read)
 
@@ -519,7 +485,7 @@ class SqliteStore:
                 " WHERE m.user = ? ORDER BY s.created_at DESC, s.rowid DESC",
                 (user,),
             ).fetchall()
-            return [_session_of(row) for row in rows]
+            return [session_of(row) for row in rows]
 
         return await self._read(read)
 
@@ -585,26 +551,26 @@ class SqliteStore:
     ) -> list[Message]:
         def read(conn: sqlite3.Connection) -> list[Message]:
             rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+                f"SELECT {MESSAGE_COLUMNS} FROM messages"
                 " WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
                 (session_id, _NO_BOUND if before is None else before, max(limit, 0)),
             ).fetchall()
             if not rows:
                 _check_session(conn, session_id)
-            return [_message_of(row) for row in rows]
+            return [message_of(row) for row in rows]
 
         return await self._read(read)
 
     async def message(self, session_id: str, message_id: str) -> Message:
         def read(conn: sqlite3.Connection) -> Message:
             row = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND id = ?",
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND id = ?",
                 (session_id, message_id),
             ).fetchone()
             if row is None:
                 _check_session(conn, session_id)
                 raise NotFound(f"no message {message_id!r} in session {session_id!r}")
-            return _message_of(row)
+            return message_of(row)
 
         return await self._read(read)
 
