@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from tests.server.harness import Client, Server
+from tidings.backends.memory_broker import MemoryBroker
 
 
 def message(content: str, client_id: str | None = None) -> dict[str, Any]:
@@ -306,3 +307,18 @@ async def test_unsubscribe_stops_the_events(server: Server) -> None:
     assert all(f.get("type") != "event" for f in list(client.inbox._queue))  # type: ignore[attr-defined]
     await client.close()
     await writer.close()
+
+
+async def test_requests_for_unknown_sessions_leave_nothing_behind(server: Server) -> None:
+    assert server.node is not None
+    broker = server.node.broker
+    assert isinstance(broker, MemoryBroker)
+    client = await server.client("al")
+    for i in range(20):
+        reply = await client.request({"type": "subscribe", "session": f"s_missing{i}"})
+        assert reply["code"] == "not_found"
+        reply = await client.request({**message("hi"), "session": f"s_missing{i}"})
+        assert reply["code"] == "not_found"
+    assert not server.node.hub.channels
+    assert broker.sessions() == []
+    await client.close()

@@ -20,6 +20,10 @@ class MemoryBroker:
     async def ping(self) -> None:
         return None
 
+    def sessions(self) -> list[str]:
+        """The sessions with at least one handler (for diagnostics and tests)."""
+        return list(self._handlers)
+
     async def subscribe(self, session_id: str, handler: BrokerHandler) -> None:
         self._handlers.setdefault(session_id, []).append(handler)
 

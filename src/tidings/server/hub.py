@@ -152,6 +152,8 @@ class Hub:
                 await self._open(channel)
             except BaseException as exc:
                 del self.channels[session_id]
+                # Else every request naming an unknown session would leave a handler behind.
+                await self.node.broker.unsubscribe(session_id, channel.on_frame)
                 if not channel.ready.done():
                     channel.ready.set_exception(exc)
                     channel.ready.exception()  # retrieved: awaiters get their own raise
