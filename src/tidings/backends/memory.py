@@ -14,6 +14,15 @@ from typing import Any
 import msgspec
 
 from tidings.backends.base import Clock, NotFound
+from tidings.backends.rows import (
+    MemberGone,
+    MemberSet,
+    MessageAdded,
+    MessageCompleted,
+    MessageFailed,
+    SessionChanged,
+    row_change,
+)
 from tidings.core.model import (
     Appended,
     Conflict,
@@ -153,44 +162,34 @@ class MemoryStore:
         return event
 
     def _apply(self, session: _Session, event: Event) -> None:
-        """Update the rows derived from `event` (the same rules as the SQL stores)."""
-        data = event.data
-        kind = event.kind
-        if kind == Kind.MEMBER_ADDED:
-            session.members[data["user"]] = Role(data["role"])
-        elif kind == Kind.MEMBER_REMOVED:
-            session.members.pop(data["user"], None)
-        elif kind == Kind.SESSION_UPDATED:
-            changes = data.get("changes") or {}
-            if isinstance(changes.get("title"), str):
-                session.info.title = changes["title"]
-            if isinstance(changes.get("status"), str):
-                session.info.status = changes["status"]
-            if "metadata" in changes:
-                session.metadata = changes["metadata"]
-        elif kind == Kind.MESSAGE_CREATED:
-            m = data["message"]
-            session.messages[m["id"]] = Message(
-                id=m["id"],
-                seq=event.seq,
-                role=m.get("role", "user"),
-                author=m.get("author", event.author),
-                content=m.get("content", ""),
-                is_code=bool(m.get("is_code", False)),
-                status=m.get("status", "complete"),
-                created_at=m.get("created_at", event.ts),
-            )
-        elif kind == Kind.MESSAGE_COMPLETED:
-            found = session.messages.get(data["message_id"])
-            if found is not None:
-                found.status = "complete"
-                found.content = data.get("content", found.content)
-                found.usage = data.get("usage")
-        elif kind == Kind.MESSAGE_FAILED:
-            found = session.messages.get(data["message_id"])
-            if found is not None:
-                found.status = "failed"
-                found.error = data.get("error")
+        """Update the rows derived from `event` (decided by `rows.row_change`)."""
+        change = row_change(event)
+        match change:
+            case MemberSet(user=user, role=role):
+                session.members[user] = role
+            case MemberGone(user=user):
+                session.members.pop(user, None)
+            case SessionChanged():
+                if change.title is not None:
+                    session.info.title = change.title
+                if change.status is not None:
+                    session.info.status = change.status
+                if change.has_metadata:
+                    session.metadata = change.metadata
+            case MessageAdded(message=message):
+                session.messages[message.id] = msgspec.structs.replace(message)
+            case MessageCompleted(message_id=message_id, content=content, usage=usage):
+                found = session.messages.get(message_id)
+                if found is not None:
+                    found.status = "complete"
+                    if content is not None:
+                        found.content = content
+                    found.usage = usage
+            case MessageFailed(message_id=message_id, error=error):
+                found = session.messages.get(message_id)
+                if found is not None:
+                    found.status = "failed"
+                    found.error = error
 
     async def read(self, session_id: str, after: int, limit: int | None = None) -> list[Event]:
         events = self._session(session_id).events

@@ -31,7 +31,20 @@ import msgspec
 
 from tidings.backends.base import Clock, NotFound, StoreUnavailable
 from tidings.backends.migrations.postgres import MIGRATIONS, VERSION_TABLE
-from tidings.backends.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, message_of, session_of
+from tidings.backends.rows import (
+    MESSAGE_COLUMNS,
+    SESSION_COLUMNS,
+    MemberGone,
+    MemberSet,
+    MessageAdded,
+    MessageCompleted,
+    MessageFailed,
+    RowChange,
+    SessionChanged,
+    message_of,
+    row_change,
+    session_of,
+)
 from tidings.core.model import (
     Appended,
     Conflict,
@@ -535,7 +548,7 @@ def _prepare(
         data=data,
         client_id=draft.client_id,
     )
-    return event, version, _derived(session_id, kind, data, seq, ts, draft.author)
+    return event, version, _derived(session_id, row_change(event))
 
 
 async def _insert_event(
@@ -563,87 +576,64 @@ async def _check_message(conn: asyncpg.Connection, session_id: str, message_id: 
         raise NotFound(f"no message {message_id!r} in session {session_id!r}")
 
 
-def _derived(
-    session_id: str, kind: str, data: dict[str, Any], seq: int, ts: int, author: str
-) -> list[_Statement]:
-    """The statements that update the rows derived from one event (the same rules as
-    `MemoryStore._apply`)."""
-    if kind == Kind.MEMBER_ADDED:
-        return [
-            (
-                'INSERT INTO members (session_id, "user", role) VALUES ($1, $2, $3)'
-                ' ON CONFLICT (session_id, "user") DO UPDATE SET role = excluded.role',
-                (session_id, str(data["user"]), Role(data["role"]).value),
-            )
-        ]
-    if kind == Kind.MEMBER_REMOVED:
-        return [
-            (
-                'DELETE FROM members WHERE session_id = $1 AND "user" = $2',
-                (session_id, str(data["user"])),
-            )
-        ]
-    if kind == Kind.SESSION_UPDATED:
-        changes = data.get("changes") or {}
-        title = changes.get("title")
-        status = changes.get("status")
-        return [
-            (
-                "UPDATE sessions SET title = coalesce($2, title),"
-                " status = coalesce($3, status),"
-                " metadata = CASE WHEN $4 THEN $5::json ELSE metadata END WHERE id = $1",
+def _derived(session_id: str, change: RowChange | None) -> list[_Statement]:
+    """The statements that write one event's row change (decided by `rows.row_change`)."""
+    match change:
+        case MemberSet(user=user, role=role):
+            return [
                 (
-                    session_id,
-                    title if isinstance(title, str) else None,
-                    status if isinstance(status, str) else None,
-                    "metadata" in changes,
-                    _json(changes.get("metadata")),
-                ),
-            )
-        ]
-    if kind == Kind.MESSAGE_CREATED:
-        m = data["message"]
-        return [
-            (
-                "INSERT INTO messages (session_id, id, seq, role, author, content, is_code,"
-                " status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    'INSERT INTO members (session_id, "user", role) VALUES ($1, $2, $3)'
+                    ' ON CONFLICT (session_id, "user") DO UPDATE SET role = excluded.role',
+                    (session_id, user, role.value),
+                )
+            ]
+        case MemberGone(user=user):
+            return [
+                ('DELETE FROM members WHERE session_id = $1 AND "user" = $2', (session_id, user))
+            ]
+        case SessionChanged(title=title, status=status, has_metadata=has_metadata):
+            return [
                 (
-                    session_id,
-                    str(m["id"]),
-                    seq,
-                    str(m.get("role", "user")),
-                    str(m.get("author", author)),
-                    str(m.get("content", "")),
-                    bool(m.get("is_code", False)),
-                    str(m.get("status", "complete")),
-                    int(m.get("created_at", ts)),
-                ),
-            )
-        ]
-    if kind == Kind.MESSAGE_COMPLETED:
-        usage = data.get("usage")
-        content = data.get("content")
-        return [
-            (
-                "UPDATE messages SET status = 'complete', content = coalesce($3, content),"
-                " usage = $4::json WHERE session_id = $1 AND id = $2",
+                    "UPDATE sessions SET title = coalesce($2, title),"
+                    " status = coalesce($3, status),"
+                    " metadata = CASE WHEN $4 THEN $5::json ELSE metadata END WHERE id = $1",
+                    (session_id, title, status, has_metadata, _json(change.metadata)),
+                )
+            ]
+        case MessageAdded(message=m):
+            return [
                 (
-                    session_id,
-                    str(data["message_id"]),
-                    None if content is None else str(content),
-                    None if usage is None else _json(usage),
-                ),
-            )
-        ]
-    if kind == Kind.MESSAGE_FAILED:
-        error = data.get("error")
-        return [
-            (
-                "UPDATE messages SET status = 'failed', error = $3"
-                " WHERE session_id = $1 AND id = $2",
-                (session_id, str(data["message_id"]), None if error is None else str(error)),
-            )
-        ]
+                    "INSERT INTO messages (session_id, id, seq, role, author, content, is_code,"
+                    " status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    (
+                        session_id,
+                        m.id,
+                        m.seq,
+                        m.role,
+                        m.author,
+                        m.content,
+                        m.is_code,
+                        m.status,
+                        m.created_at,
+                    ),
+                )
+            ]
+        case MessageCompleted(message_id=message_id, content=content, usage=usage):
+            return [
+                (
+                    "UPDATE messages SET status = 'complete', content = coalesce($3, content),"
+                    " usage = $4::json WHERE session_id = $1 AND id = $2",
+                    (session_id, message_id, content, None if usage is None else _json(usage)),
+                )
+            ]
+        case MessageFailed(message_id=message_id, error=error):
+            return [
+                (
+                    "UPDATE messages SET status = 'failed', error = $3"
+                    " WHERE session_id = $1 AND id = $2",
+                    (session_id, message_id, error),
+                )
+            ]
     return []
 
 

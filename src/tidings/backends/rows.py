@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import msgspec
 
-from tidings.core.model import Message, SessionInfo
+from tidings.core.model import Event, Kind, Message, Role, SessionInfo
 
 SESSION_COLUMNS: Final = "id, title, agent, owner, created_at, seq, version, status"
 MESSAGE_COLUMNS: Final = "id, seq, role, author, content, is_code, status, created_at, error, usage"
@@ -49,3 +49,96 @@ def message_of(row: Sequence[Any]) -> Message:
         error=row[8],
         usage=None if row[9] is None else _decode(row[9]),
     )
+
+
+# ---------------------------------------------------------------- derived rows
+#
+# Every store keeps rows derived from the log (members, the session's title/status/
+# metadata, messages) in the same transaction as the event. What an event changes is
+# decided here, once; each store only says how to write it.
+
+
+class MemberSet(msgspec.Struct, frozen=True):
+    user: str
+    role: Role
+
+
+class MemberGone(msgspec.Struct, frozen=True):
+    user: str
+
+
+class SessionChanged(msgspec.Struct, frozen=True):
+    title: str | None
+    status: str | None
+    #: Whether `metadata` is part of the change (it may be set to null).
+    has_metadata: bool
+    metadata: Any
+
+
+class MessageAdded(msgspec.Struct, frozen=True):
+    message: Message
+
+
+class MessageCompleted(msgspec.Struct, frozen=True):
+    message_id: str
+    #: None keeps the content as it is.
+    content: str | None
+    usage: dict[str, int] | None
+
+
+class MessageFailed(msgspec.Struct, frozen=True):
+    message_id: str
+    error: str | None
+
+
+RowChange = (
+    MemberSet | MemberGone | SessionChanged | MessageAdded | MessageCompleted | MessageFailed
+)
+
+
+def row_change(event: Event) -> RowChange | None:
+    """What `event` changes in the derived rows, or None. Pure: a malformed event raises
+    here (KeyError, ValueError), before a store writes anything."""
+    data = event.data
+    kind = event.kind
+    if kind == Kind.MEMBER_ADDED:
+        return MemberSet(user=str(data["user"]), role=Role(data["role"]))
+    if kind == Kind.MEMBER_REMOVED:
+        return MemberGone(user=str(data["user"]))
+    if kind == Kind.SESSION_UPDATED:
+        changes = data.get("changes") or {}
+        title = changes.get("title")
+        status = changes.get("status")
+        return SessionChanged(
+            title=title if isinstance(title, str) else None,
+            status=status if isinstance(status, str) else None,
+            has_metadata="metadata" in changes,
+            metadata=changes.get("metadata"),
+        )
+    if kind == Kind.MESSAGE_CREATED:
+        m = data["message"]
+        return MessageAdded(
+            message=Message(
+                id=str(m["id"]),
+                seq=event.seq,
+                role=str(m.get("role", "user")),
+                author=str(m.get("author", event.author)),
+                content=str(m.get("content", "")),
+                is_code=bool(m.get("is_code", False)),
+                status=str(m.get("status", "complete")),
+                created_at=int(m.get("created_at", event.ts)),
+            )
+        )
+    if kind == Kind.MESSAGE_COMPLETED:
+        content = data.get("content")
+        return MessageCompleted(
+            message_id=str(data["message_id"]),
+            content=None if content is None else str(content),
+            usage=data.get("usage"),
+        )
+    if kind == Kind.MESSAGE_FAILED:
+        error = data.get("error")
+        return MessageFailed(
+            message_id=str(data["message_id"]), error=None if error is None else str(error)
+        )
+    return None

@@ -34,7 +34,20 @@ import msgspec
 
 from tidings.backends.base import Clock, NotFound, StoreUnavailable
 from tidings.backends.migrations.sqlite import MIGRATIONS
-from tidings.backends.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, message_of, session_of
+from tidings.backends.rows import (
+    MESSAGE_COLUMNS,
+    SESSION_COLUMNS,
+    MemberGone,
+    MemberSet,
+    MessageAdded,
+    MessageCompleted,
+    MessageFailed,
+    RowChange,
+    SessionChanged,
+    message_of,
+    row_change,
+    session_of,
+)
 from tidings.core.model import (
     Appended,
     Conflict,
@@ -371,7 +384,16 @@ class SqliteStore:
             version += 1
         text = _json(finalize_data(kind, draft.data, seq, ts, version))
         data: dict[str, Any] = _decode(text)  # a private copy, as a reader would see it
-        derived = _derived(session_id, kind, data, seq, ts, draft.author)
+        event = Event(
+            session=session_id,
+            seq=seq,
+            kind=kind,
+            ts=ts,
+            author=draft.author,
+            data=data,
+            client_id=draft.client_id,
+        )
+        derived = _derived(session_id, row_change(event))
         cursor = conn.execute(
             "INSERT INTO events (session_id, seq, kind, ts, author, client_id, data)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id, client_id)"
@@ -385,15 +407,7 @@ class SqliteStore:
         # Only once every statement has succeeded: a failed write leaves the cache as is.
         self._heads[session_id] = (seq, version)
         self._dirty.add(session_id)
-        return Event(
-            session=session_id,
-            seq=seq,
-            kind=kind,
-            ts=ts,
-            author=draft.author,
-            data=data,
-            client_id=draft.client_id,
-        )
+        return event
 
     # -- writes ----------------------------------------------------------------------
 
@@ -617,80 +631,67 @@ def _by_client_id(conn: sqlite3.Connection, session_id: str, client_id: str) -> 
     )
 
 
-def _derived(
-    session_id: str, kind: str, data: dict[str, Any], seq: int, ts: int, author: str
-) -> list[tuple[str, tuple[Any, ...]]]:
-    """The statements that update the rows derived from one event (the same rules as
-    `MemoryStore._apply`). Pure: a bad event raises here, before anything is written."""
-    if kind == Kind.MEMBER_ADDED:
-        return [
-            (
-                "INSERT INTO members (session_id, user, role) VALUES (?, ?, ?)"
-                " ON CONFLICT (session_id, user) DO UPDATE SET role = excluded.role",
-                (session_id, data["user"], Role(data["role"]).value),
-            )
-        ]
-    if kind == Kind.MEMBER_REMOVED:
-        return [
-            (
-                "DELETE FROM members WHERE session_id = ? AND user = ?",
-                (session_id, data["user"]),
-            )
-        ]
-    if kind == Kind.SESSION_UPDATED:
-        changes = data.get("changes") or {}
-        sets: list[str] = []
-        values: list[Any] = []
-        for column in ("title", "status"):
-            if isinstance(changes.get(column), str):
-                sets.append(f"{column} = ?")
-                values.append(changes[column])
-        if "metadata" in changes:
-            sets.append("metadata = ?")
-            values.append(_json(changes["metadata"]))
-        if not sets:
-            return []
-        return [(f"UPDATE sessions SET {', '.join(sets)} WHERE id = ?", (*values, session_id))]
-    if kind == Kind.MESSAGE_CREATED:
-        m = data["message"]
-        return [
-            (
-                "INSERT INTO messages (session_id, id, seq, role, author, content, is_code,"
-                " status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+def _derived(session_id: str, change: RowChange | None) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements that write one event's row change (decided by `rows.row_change`)."""
+    match change:
+        case MemberSet(user=user, role=role):
+            return [
                 (
-                    session_id,
-                    m["id"],
-                    seq,
-                    m.get("role", "user"),
-                    m.get("author", author),
-                    m.get("content", ""),
-                    bool(m.get("is_code", False)),
-                    m.get("status", "complete"),
-                    m.get("created_at", ts),
-                ),
-            )
-        ]
-    if kind == Kind.MESSAGE_COMPLETED:
-        usage = data.get("usage")
-        return [
-            (
-                "UPDATE messages SET status = 'complete', content = coalesce(?, content),"
-                " usage = ? WHERE session_id = ? AND id = ?",
+                    "INSERT INTO members (session_id, user, role) VALUES (?, ?, ?)"
+                    " ON CONFLICT (session_id, user) DO UPDATE SET role = excluded.role",
+                    (session_id, user, role.value),
+                )
+            ]
+        case MemberGone(user=user):
+            return [("DELETE FROM members WHERE session_id = ? AND user = ?", (session_id, user))]
+        case SessionChanged():
+            sets: list[str] = []
+            values: list[Any] = []
+            for column, value in (("title", change.title), ("status", change.status)):
+                if value is not None:
+                    sets.append(f"{column} = ?")
+                    values.append(value)
+            if change.has_metadata:
+                sets.append("metadata = ?")
+                values.append(_json(change.metadata))
+            if not sets:
+                return []
+            sql = f"UPDATE sessions SET {', '.join(sets)} WHERE id = ?"
+            return [(sql, (*values, session_id))]
+        case MessageAdded(message=m):
+            return [
                 (
-                    data.get("content"),
-                    None if usage is None else _json(usage),
-                    session_id,
-                    data["message_id"],
-                ),
-            )
-        ]
-    if kind == Kind.MESSAGE_FAILED:
-        return [
-            (
-                "UPDATE messages SET status = 'failed', error = ? WHERE session_id = ? AND id = ?",
-                (data.get("error"), session_id, data["message_id"]),
-            )
-        ]
+                    "INSERT INTO messages (session_id, id, seq, role, author, content, is_code,"
+                    " status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        session_id,
+                        m.id,
+                        m.seq,
+                        m.role,
+                        m.author,
+                        m.content,
+                        m.is_code,
+                        m.status,
+                        m.created_at,
+                    ),
+                )
+            ]
+        case MessageCompleted(message_id=message_id, content=content, usage=usage):
+            return [
+                (
+                    "UPDATE messages SET status = 'complete', content = coalesce(?, content),"
+                    " usage = ? WHERE session_id = ? AND id = ?",
+                    (content, None if usage is None else _json(usage), session_id, message_id),
+                )
+            ]
+        case MessageFailed(message_id=message_id, error=error):
+            return [
+                (
+                    "UPDATE messages SET status = 'failed', error = ?"
+                    " WHERE session_id = ? AND id = ?",
+                    (error, session_id, message_id),
+                )
+            ]
     return []
 
 
