@@ -152,6 +152,25 @@ class EventStoreContract:
         info = await store.get_session(sid)
         assert (info.title, info.status, info.version, info.seq) == ("New plans", "archived", 2, 3)
 
+    # -- checkpoints ---------------------------------------------------------------
+
+    async def test_a_checkpoint_is_kept_and_only_a_later_one_replaces_it(
+        self, store: EventStore, sid: str
+    ) -> None:
+        assert await store.load_checkpoint(sid) is None
+        await store.save_checkpoint(sid, 5, b'{"at":5}')
+        assert await store.load_checkpoint(sid) == (5, b'{"at":5}')
+        await store.save_checkpoint(sid, 3, b'{"at":3}')  # late and older: ignored
+        assert await store.load_checkpoint(sid) == (5, b'{"at":5}')
+        await store.save_checkpoint(sid, 9, b'{"at":9}')
+        assert await store.load_checkpoint(sid) == (9, b'{"at":9}')
+
+    async def test_checkpoints_of_an_unknown_session_are_not_found(self, store: EventStore) -> None:
+        with pytest.raises(NotFound):
+            await store.save_checkpoint("nope", 1, b"{}")
+        with pytest.raises(NotFound):
+            await store.load_checkpoint("nope")
+
     # -- append: order, idempotency, compare-and-set ---------------------------------
 
     async def test_concurrent_appends_get_gap_free_ordered_seqs(

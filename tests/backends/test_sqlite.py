@@ -83,6 +83,30 @@ async def test_migrate_works_without_opening_and_keeps_data(tmp_path: Path) -> N
         await store.close()
 
 
+async def test_a_database_of_an_older_schema_is_migrated_with_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute(
+        "INSERT INTO sessions (id, title, agent, owner, created_at, seq, version)"
+        " VALUES ('s1', 'Old', 'echo', 'alice', 1, 0, 0)"
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(str(path), FakeClock())
+    await store.open()
+    try:
+        assert (await store.get_session("s1")).title == "Old"
+        await store.save_checkpoint("s1", 0, b"{}")
+        assert await store.load_checkpoint("s1") == (0, b"{}")
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+    check.close()
+
+
 async def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     conn = sqlite3.connect(path)

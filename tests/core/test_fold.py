@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tidings.core import rules
-from tidings.core.fold import SessionState, fold
+from tidings.core.fold import SessionState, checkpoint, fold, restore
 from tidings.core.model import Draft, Event, Kind, finalize_data
 
 SESSION = "s_1"
@@ -398,3 +398,19 @@ def test_a_snapshot_is_json(log: Log) -> None:
     assert msgspec.json.decode(msgspec.json.encode(snapshot)) == snapshot
     for message in snapshot["messages"]:
         assert ("offset" in message) == (message["status"] == "streaming")
+
+
+@RELAXED
+@given(log=logs(), data=st.data())
+def test_folding_resumed_from_a_checkpoint_equals_folding_the_whole(
+    log: Log, data: st.DataObject
+) -> None:
+    split = data.draw(st.integers(0, len(log.events)))
+    saved = checkpoint(fold(SESSION, log.events[:split], max_messages=5))
+    resumed = restore(saved)
+    for event in log.events[split:]:
+        resumed.apply(event)
+    whole = fold(SESSION, log.events, max_messages=5)
+    assert snap(resumed) == snap(whole)
+    assert resumed.streaming_message_ids() == whole.streaming_message_ids()
+    assert checkpoint(resumed) == checkpoint(whole)

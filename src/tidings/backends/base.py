@@ -102,6 +102,13 @@ class EventStore(Protocol):
     async def save_partial(self, session_id: str, message_id: str, content: str) -> None:
         """Record the content streamed so far of a `streaming` message (not an event)."""
 
+    async def save_checkpoint(self, session_id: str, seq: int, state: bytes) -> None:
+        """Keep `state` (the session folded up to `seq`, from `core.fold.checkpoint`) unless
+        a checkpoint at a later `seq` is kept already. Not an event; a cache."""
+
+    async def load_checkpoint(self, session_id: str) -> tuple[int, bytes] | None:
+        """The latest checkpoint `(seq, state)` of the session, or None."""
+
     async def streaming_messages(self) -> list[tuple[str, str]]:
         """`(session_id, message_id)` of every message still `streaming` (for recovery)."""
 

@@ -45,6 +45,7 @@ class _Session:
     events: list[Event] = field(default_factory=list)
     by_client_id: dict[str, Event] = field(default_factory=dict)
     messages: dict[str, Message] = field(default_factory=dict)
+    checkpoint: tuple[int, bytes] | None = None
 
 
 def _copy_json(data: dict[str, Any]) -> dict[str, Any]:
@@ -197,6 +198,14 @@ class MemoryStore:
         start = max(after, 0)
         end = len(events) if limit is None else min(len(events), start + max(limit, 0))
         return events[start:end]
+
+    async def save_checkpoint(self, session_id: str, seq: int, state: bytes) -> None:
+        session = self._session(session_id)
+        if session.checkpoint is None or session.checkpoint[0] < seq:
+            session.checkpoint = (seq, bytes(state))
+
+    async def load_checkpoint(self, session_id: str) -> tuple[int, bytes] | None:
+        return self._session(session_id).checkpoint
 
     async def head(self, session_id: str) -> int:
         return self._session(session_id).info.seq

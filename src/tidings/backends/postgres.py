@@ -445,6 +445,32 @@ class PostgresStore:
                     await _check_session(conn, session_id)
         return [_event_of(session_id, row) for row in rows]
 
+    async def save_checkpoint(self, session_id: str, seq: int, state: bytes) -> None:
+        pool = self._ready()
+        with _unavailable_on_failure():
+            async with pool.acquire() as conn:
+                await _check_session(conn, session_id)
+                await conn.execute(
+                    "INSERT INTO checkpoints (session_id, seq, state) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (session_id) DO UPDATE SET seq = excluded.seq,"
+                    " state = excluded.state WHERE excluded.seq > checkpoints.seq",
+                    session_id,
+                    seq,
+                    state,
+                )
+
+    async def load_checkpoint(self, session_id: str) -> tuple[int, bytes] | None:
+        pool = self._ready()
+        with _unavailable_on_failure():
+            async with pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    "SELECT seq, state FROM checkpoints WHERE session_id = $1", session_id
+                )
+                if row is None:
+                    await _check_session(conn, session_id)
+                    return None
+        return int(row[0]), bytes(row[1])
+
     async def head(self, session_id: str) -> int:
         with _unavailable_on_failure():
             seq = await self._ready().fetchval("SELECT seq FROM sessions WHERE id = $1", session_id)

@@ -550,6 +550,30 @@ class SqliteStore:
 
         return await self._read(read)
 
+    async def save_checkpoint(self, session_id: str, seq: int, state: bytes) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            _check_session(conn, session_id)
+            conn.execute(
+                "INSERT INTO checkpoints (session_id, seq, state) VALUES (?, ?, ?)"
+                " ON CONFLICT (session_id) DO UPDATE SET seq = excluded.seq,"
+                " state = excluded.state WHERE excluded.seq > checkpoints.seq",
+                (session_id, seq, state),
+            )
+
+        await self._write(write)
+
+    async def load_checkpoint(self, session_id: str) -> tuple[int, bytes] | None:
+        def read(conn: sqlite3.Connection) -> tuple[int, bytes] | None:
+            row = conn.execute(
+                "SELECT seq, state FROM checkpoints WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                _check_session(conn, session_id)
+                return None
+            return int(row[0]), bytes(row[1])
+
+        return await self._read(read)
+
     async def head(self, session_id: str) -> int:
         def read(conn: sqlite3.Connection) -> int:
             row = conn.execute("SELECT seq FROM sessions WHERE id = ?", (session_id,)).fetchone()

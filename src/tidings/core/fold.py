@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import msgspec
+
 from tidings.core.model import Event, Kind
 
 #: `message.completed` usage keys, as OpenAI-style (`prompt_tokens`) or short (`prompt`).
@@ -168,6 +170,76 @@ class SessionState:
             "stats": self.stats(),
             "messages": messages,
         }
+
+
+class Checkpoint(msgspec.Struct, kw_only=True):
+    """All of a `SessionState`, to be stored and loaded: folding resumes from it.
+
+    A cache, never the truth: it holds exactly what folding the log up to `seq` gives, so a
+    lost or stale checkpoint costs a longer fold, nothing else."""
+
+    session_id: str
+    seq: int
+    max_messages: int
+    title: str
+    status: str
+    metadata: dict[str, Any]
+    version: int
+    members: dict[str, str]
+    cards: list[dict[str, Any]]
+    agent: dict[str, Any]
+    messages: list[dict[str, Any]]
+    message_count: int
+    prompt_tokens: int
+    completion_tokens: int
+    participants: list[str]
+
+
+_checkpoint_decoder = msgspec.json.Decoder(Checkpoint)
+
+
+def checkpoint(state: SessionState) -> bytes:
+    """The state, encoded (JSON) for `EventStore.save_checkpoint`."""
+    return msgspec.json.encode(
+        Checkpoint(
+            session_id=state.session_id,
+            seq=state.seq,
+            max_messages=state.max_messages,
+            title=state.title,
+            status=state.status,
+            metadata=state.metadata,
+            version=state.version,
+            members=state.members,
+            cards=list(state.cards.values()),
+            agent=state.agent,
+            messages=list(state._messages.values()),
+            message_count=state._message_count,
+            prompt_tokens=state._prompt_tokens,
+            completion_tokens=state._completion_tokens,
+            participants=sorted(state._participants),
+        )
+    )
+
+
+def restore(blob: bytes) -> SessionState:
+    """The state a `checkpoint` holds; apply the events after its `seq` to bring it up to
+    date. Raises `msgspec.DecodeError` (or ValidationError) for a damaged checkpoint."""
+    saved = _checkpoint_decoder.decode(blob)
+    state = SessionState(saved.session_id, max_messages=saved.max_messages)
+    state.seq = saved.seq
+    state.title = saved.title
+    state.status = saved.status
+    state.metadata = saved.metadata
+    state.version = saved.version
+    state.members = saved.members
+    state.cards = {card["id"]: card for card in saved.cards}
+    state.agent = saved.agent
+    state._messages = {message["id"]: message for message in saved.messages}
+    state._message_count = saved.message_count
+    state._prompt_tokens = saved.prompt_tokens
+    state._completion_tokens = saved.completion_tokens
+    state._participants = set(saved.participants)
+    return state
 
 
 def fold(session_id: str, events: Iterable[Event], *, max_messages: int = 50) -> SessionState:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from tidings.core.fold import SessionState
+from tidings.core.fold import SessionState, checkpoint, restore
 from tidings.core.model import Event, Kind, SessionInfo
 from tidings.core.ordering import OrderingBuffer
 from tidings.protocol import messages as wire
@@ -31,18 +31,13 @@ log = logging.getLogger("tidings.hub")
 
 _event_decoder = msgspec.json.Decoder(Event)
 
+#: A channel saves its folded state every this many events, so opening a session later
+#: reads the log from there instead of from seq 1.
+CHECKPOINT_EVERY = 500
+
 #: How long an unused session channel stays warm (its folded state kept) after its last
 #: subscriber leaves, so a client that resubscribes at once does not refold the log.
 IDLE_GRACE_S = 30.0
-
-
-def fold_session(info: SessionInfo, events: list[Event]) -> SessionState:
-    """Fold a session's log, starting from its row (the title is set at creation)."""
-    state = SessionState(info.id)
-    state.title = info.title
-    for event in events:
-        state.apply(event)
-    return state
 
 
 class Channel:
@@ -63,6 +58,9 @@ class Channel:
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.early: list[tuple[int | None, bytes, str | None]] = []
         self.gap_task: asyncio.Task[None] | None = None
+        #: The seq of the latest checkpoint saved (or loaded) for this session.
+        self.checkpointed = 0
+        self.checkpoint_task: asyncio.Task[None] | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
         self.last_used = time.monotonic()
 
@@ -103,6 +101,13 @@ class Channel:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+        if (
+            self.state.seq - self.checkpointed >= self.hub.checkpoint_every
+            and self.checkpoint_task is None
+        ):
+            self.checkpoint_task = asyncio.get_running_loop().create_task(
+                self._save_checkpoint(self.state.seq, checkpoint(self.state))
+            )
         metrics = self.hub.node.metrics
         metrics.fanout_seconds.observe(max(0.0, time.time() - event.ts / 1000))
         metrics.deliveries.inc(len(self.live))
@@ -113,6 +118,15 @@ class Channel:
         """A removed member's subscriptions end at once, with `forbidden` naming the session."""
         for conn in [c for c in (*self.live, *self.pending) if c.user == user]:
             conn.subscription_ended(self.session_id, "you are no longer a member of this session")
+
+    async def _save_checkpoint(self, seq: int, state: bytes) -> None:
+        try:
+            await self.hub.node.store.save_checkpoint(self.session_id, seq, state)
+            self.checkpointed = seq
+        except Exception:
+            log.warning("could not save a checkpoint of session %s", self.session_id)
+        finally:
+            self.checkpoint_task = None
 
     async def _fill_gap(self) -> None:
         try:
@@ -141,6 +155,8 @@ class Hub:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.channels: dict[str, Channel] = {}
+        #: Events between checkpoints of a session's folded state.
+        self.checkpoint_every = CHECKPOINT_EVERY
 
     async def channel(self, session_id: str) -> Channel:
         """The session's channel, subscribed to the broker and folded up to date."""
@@ -178,9 +194,12 @@ class Hub:
         # the read and the broker) and the ordering buffer drops the second copy.
         await node.broker.subscribe(session_id, channel.on_frame)
         info = await node.store.get_session(session_id)
-        events = await node.store.read(session_id, 0)
+        state = await self._restore(info)
+        for event in await node.store.read(session_id, state.seq):
+            state.apply(event)
         channel.agent = info.agent
-        channel.state = fold_session(info, events)
+        channel.state = state
+        channel.checkpointed = state.seq
         channel.order.reset(channel.state.seq + 1)
         channel.ready.set_result(None)
         early, channel.early = channel.early, []
@@ -206,6 +225,22 @@ class Hub:
         frames = [wire.encode_bytes(event) for event in missed]
         frames.extend(frame for seq, frame in buffered if seq > head)
         return head, frames
+
+    async def _restore(self, info: SessionInfo) -> SessionState:
+        """The session's state from its latest checkpoint, or a fresh one to fold from
+        seq 1 (the title is set at creation, not by an event)."""
+        saved = await self.node.store.load_checkpoint(info.id)
+        if saved is not None:
+            try:
+                state = restore(saved[1])
+                if state.session_id == info.id and state.seq == saved[0] <= info.seq:
+                    return state
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass
+            log.warning("ignoring a damaged checkpoint of session %s", info.id)
+        state = SessionState(info.id)
+        state.title = info.title
+        return state
 
     def release(self, channel: Channel) -> None:
         """Called when a channel may have become unused; drops it after a grace period

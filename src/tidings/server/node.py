@@ -30,7 +30,7 @@ from tidings.core.rules import Action
 from tidings.protocol import messages as wire
 from tidings.protocol.codes import CloseCode, ErrorCode, ProtocolError
 from tidings.server.config import Config
-from tidings.server.hub import Hub, fold_session
+from tidings.server.hub import Channel, Hub
 from tidings.server.metrics import Metrics
 from tidings.server.websocket import Flusher, WebSocket
 
@@ -198,13 +198,7 @@ class Node:
         The session's channel is opened (and kept warm for a while) even for a sender that
         does not subscribe: it follows every event of the session, member changes included,
         so checks are current without a store read per request."""
-        channel = self.hub.ready_channel(session_id)
-        if channel is None:
-            try:
-                channel = await self.hub.channel(session_id)
-            except NotFound:
-                raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}") from None
-            self.hub.release(channel)
+        channel = await self._channel(session_id)
         role = channel.state.members.get(user)
         return Role(role) if role is not None else None
 
@@ -296,11 +290,7 @@ class Node:
 
     async def warm(self, session_id: str) -> None:
         """Open the session's channel (its folded state), so `send_nowait` can serve it."""
-        try:
-            channel = await self.hub.channel(session_id)
-        except NotFound:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}") from None
-        self.hub.release(channel)
+        await self._channel(session_id)
 
     def send_nowait(
         self, user: str, session_id: str, *, client_id: str, kind: str, data: dict[str, Any]
@@ -478,14 +468,19 @@ class Node:
     async def save_partial(self, session_id: str, message_id: str, content: str) -> None:
         await self.store.save_partial(session_id, message_id, content)
 
-    async def context(self, session_id: str, trigger: Event) -> AgentContext:
+    async def _channel(self, session_id: str) -> Channel:
+        """The session's channel, opened (and left to idle out) if this node had none."""
         channel = self.hub.ready_channel(session_id)
-        if channel is not None:
-            state = channel.state
-        else:
-            info = await self.store.get_session(session_id)
-            state = fold_session(info, await self.store.read(session_id, 0))
-        snap = state.snapshot(presence=[], partials={})
+        if channel is None:
+            try:
+                channel = await self.hub.channel(session_id)
+            except NotFound:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}") from None
+            self.hub.release(channel)
+        return channel
+
+    async def context(self, session_id: str, trigger: Event) -> AgentContext:
+        snap = (await self._channel(session_id)).state.snapshot(presence=[], partials={})
         # Messages after the trigger (queued behind this reply) are not its context.
         return AgentContext(
             session_id=session_id,
@@ -520,17 +515,8 @@ class Node:
     async def snapshot(self, user: str, session_id: str) -> tuple[SessionInfo, int, dict[str, Any]]:
         await self.require(session_id, user, Action.READ)
         info = await self.store.get_session(session_id)
-        channel = self.hub.ready_channel(session_id)
-        if channel is not None:
-            return info, channel.seq, self.hub.snapshot(channel)
-        state = fold_session(info, await self.store.read(session_id, 0))
-        partials = {
-            mid: text
-            for mid in state.streaming_message_ids()
-            if (text := self.partial(session_id, mid)) is not None
-        }
-        snap = state.snapshot(presence=self.presence.online(session_id), partials=partials)
-        return info, state.seq, snap
+        channel = await self._channel(session_id)
+        return info, channel.seq, self.hub.snapshot(channel)
 
     async def events(
         self, user: str, session_id: str, *, after: int, limit: int, wait: float

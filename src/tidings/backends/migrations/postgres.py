@@ -71,4 +71,13 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX messages_seq ON messages (session_id, seq);
     CREATE INDEX messages_streaming ON messages (session_id, id) WHERE status = 'streaming';
     """,
+    # 2: checkpoints of the folded session state, so a node resumes folding from one
+    # instead of reading the whole log (a cache: never the source of truth).
+    """
+    CREATE TABLE checkpoints (
+        session_id TEXT PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+        seq BIGINT NOT NULL,
+        state BYTEA NOT NULL
+    );
+    """,
 )
