@@ -2,6 +2,7 @@
 
 import argparse
 import resource
+from typing import Any
 from urllib.parse import parse_qs
 
 # Enough for the 10,000-connection scenario with some slack.
@@ -28,3 +29,21 @@ def raise_file_limit() -> None:
 def room_of(query: str) -> str:
     """The ``room`` query parameter of a request, ``""`` without one."""
     return parse_qs(query).get("room", [""])[0]
+
+
+def serve_asgi(app: Any, description: str) -> None:
+    """Run an ASGI peer on uvicorn with the same settings for every peer (uvloop, httptools,
+    quiet logs, a deep accept backlog), on the port given on the command line."""
+    import uvicorn
+
+    args = parse_args(description)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        backlog=BACKLOG,
+    )

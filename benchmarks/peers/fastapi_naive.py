@@ -6,10 +6,9 @@ tutorials show, with nothing clever about it.
 
 from collections import defaultdict
 
-import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
-from benchmarks.peers._common import BACKLOG, parse_args
+from benchmarks.peers._common import serve_asgi
 
 app = FastAPI()
 rooms: defaultdict[str, set[WebSocket]] = defaultdict(set)
@@ -35,17 +34,7 @@ async def relay(websocket: WebSocket, room: str = "") -> None:
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        backlog=BACKLOG,
-    )
+    serve_asgi(app, __doc__ or "")
 
 
 if __name__ == "__main__":

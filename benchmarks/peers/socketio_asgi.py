@@ -7,9 +7,8 @@ read from the query string at connect time.
 from typing import Any
 
 import socketio
-import uvicorn
 
-from benchmarks.peers._common import BACKLOG, parse_args, room_of
+from benchmarks.peers._common import room_of, serve_asgi
 
 sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*", transports=["websocket"])
 app = socketio.ASGIApp(sio)
@@ -29,17 +28,7 @@ async def msg(sid: str, data: Any) -> None:
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        backlog=BACKLOG,
-    )
+    serve_asgi(app, __doc__ or "")
 
 
 if __name__ == "__main__":
