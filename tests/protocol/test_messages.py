@@ -22,7 +22,6 @@ from tidings.protocol.messages import (
     Subscribed,
     batch,
     encode,
-    encode_bytes,
     error_from,
     parse_frame,
 )
@@ -263,8 +262,6 @@ def test_an_error_frame_carries_the_extras_of_its_protocol_error() -> None:
 
 
 def test_a_batch_of_one_is_the_frame_itself_and_more_is_an_array() -> None:
-    ack = encode_bytes(
-        Ack(re=None, session="s", client_id="c", seq=1, event_id="m_1", duplicate=False)
-    )
+    ack = encode(Ack(re=None, session="s", client_id="c", seq=1, event_id="m_1", duplicate=False))
     assert batch([ack]) == ack
     assert json.loads(batch([ack, ack])) == [json.loads(ack)] * 2

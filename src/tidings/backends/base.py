@@ -7,7 +7,7 @@ implementation; a backend is correct when it passes it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Protocol
 
 from tidings.core.model import Appended, Conflict, Draft, Event, Message, Role, SessionInfo
@@ -156,5 +156,3 @@ class Broker(Protocol):
 
 Clock = Callable[[], int]
 """Unix time in milliseconds. Injected everywhere time matters, so tests can steer it."""
-
-AsyncCallback = Callable[[], Awaitable[None]]

@@ -227,12 +227,9 @@ class Stream(Reply, tag="stream"):
 _encoder: Final = msgspec.json.Encoder()
 
 
-def encode(reply: Reply | msgspec.Struct | dict[str, Any]) -> str:
-    """Serialize one frame to JSON text (a str: WebSocket text frames are str in ASGI)."""
-    return _encoder.encode(reply).decode()
-
-
-def encode_bytes(value: Any) -> bytes:
+def encode(value: Any) -> bytes:
+    """Serialize one frame (a struct, or JSON-ready values) to JSON, UTF-8 bytes: what
+    goes on the wire, encoded once however many receive it."""
     return _encoder.encode(value)
 
 
@@ -269,7 +266,7 @@ def merge_streams(first: bytes, second: bytes) -> bytes | None:
         return None
     if a.offset + len(a.text) != b.offset:
         return None
-    return encode_bytes(
+    return encode(
         Stream(session=a.session, message_id=a.message_id, offset=a.offset, text=a.text + b.text)
     )
 

@@ -59,7 +59,7 @@ class Connection:
     # ------------------------------------------------------------ output
 
     def reply(self, frame: wire.Reply) -> None:
-        self.socket.push(wire.encode_bytes(frame))
+        self.socket.push(wire.encode(frame))
 
     def error(self, err: ProtocolError) -> None:
         self.node.metrics.errors.labels(str(err.code)).inc()

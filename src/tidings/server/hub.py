@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -140,7 +139,7 @@ class Channel:
                     await asyncio.sleep(0.05)
                     continue
                 for event in events:
-                    pair = (event.seq, wire.encode_bytes(event))
+                    pair = (event.seq, wire.encode(event))
                     for item_seq, item in self.order.push(event.seq, pair):
                         self._deliver(item_seq, item)
         except Exception:
@@ -222,7 +221,7 @@ class Hub:
             buffered = channel.pending.pop(subscriber, [])
         if len(missed) != head - after:
             return None
-        frames = [wire.encode_bytes(event) for event in missed]
+        frames = [wire.encode(event) for event in missed]
         frames.extend(frame for seq, frame in buffered if seq > head)
         return head, frames
 
@@ -287,6 +286,3 @@ class Hub:
         return channel.state.snapshot(
             presence=node.presence.online(channel.session_id), partials=partials
         )
-
-
-OnFrame = Callable[[str, int | None, bytes, str | None], None]

@@ -287,7 +287,7 @@ class Node:
             self.metrics.duplicates.inc()
         else:
             self.metrics.events_appended.inc()
-            self.broker.publish(session_id, event.seq, wire.encode_bytes(event))
+            self.broker.publish(session_id, event.seq, wire.encode(event))
         return event, result.duplicate
 
     async def send(
@@ -380,7 +380,7 @@ class Node:
             if caught_up is not None:
                 head, frames = caught_up
                 socket.push(
-                    wire.encode_bytes(
+                    wire.encode(
                         wire.Subscribed(re=re, session=session_id, seq=head, recovered=True)
                     )
                 )
@@ -392,9 +392,9 @@ class Node:
             recovered: bool | None = False
         else:
             recovered = None if after is None else False
-        snapshot = msgspec.Raw(wire.encode_bytes(self.hub.snapshot(channel)))
+        snapshot = msgspec.Raw(wire.encode(self.hub.snapshot(channel)))
         socket.push(
-            wire.encode_bytes(
+            wire.encode(
                 wire.Subscribed(
                     re=re,
                     session=session_id,
@@ -431,7 +431,7 @@ class Node:
         return True
 
     def _publish_presence(self, session_id: str, online: list[str]) -> None:
-        frame = wire.encode_bytes(wire.Presence(session=session_id, online=online))
+        frame = wire.encode(wire.Presence(session=session_id, online=online))
         self.broker.publish(session_id, None, frame)
 
     def signal(self, conn: Connection, session_id: str, name: str, data: dict[str, Any]) -> None:
@@ -450,7 +450,7 @@ class Node:
                 extra={"session": session_id},
             )
         assert conn.user is not None
-        frame = wire.encode_bytes(
+        frame = wire.encode(
             wire.SignalOut(session=session_id, name=name, data=data, sender=conn.user)
         )
         self.broker.publish(session_id, None, frame, conn.id)
@@ -472,7 +472,7 @@ class Node:
     # ------------------------------------------------------------ ReplyHost, for agents
 
     def stream(self, session_id: str, message_id: str, offset: int, text: str) -> None:
-        frame = wire.encode_bytes(
+        frame = wire.encode(
             wire.Stream(session=session_id, message_id=message_id, offset=offset, text=text)
         )
         self.broker.publish(session_id, None, frame)

@@ -132,9 +132,9 @@ async def _open(
         # Not retained any more: start over from a snapshot.
         after = None
     if after is None:
-        snapshot = msgspec.Raw(wire.encode_bytes(node.hub.snapshot(channel)))
+        snapshot = msgspec.Raw(wire.encode(node.hub.snapshot(channel)))
         subscribed = wire.Subscribed(re=0, session=session_id, seq=channel.seq, snapshot=snapshot)
-        first.append(wire.encode_bytes(subscribed))
+        first.append(wire.encode(subscribed))
     channel.live[key] = None
     return channel, first
 
@@ -180,7 +180,7 @@ def install_sse(app: FastAPI) -> None:
                                 message=subscriber.ended,
                                 session=session_id,
                             )
-                            yield sse_message(wire.encode_bytes(error), event="error")
+                            yield sse_message(wire.encode(error), event="error")
                         return
                     yield sse_message(frame)
             finally:
