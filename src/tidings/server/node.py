@@ -214,7 +214,8 @@ class Node:
         role = channel.state.members.get(user)
         return Role(role) if role is not None else None
 
-    def _check(self, role: str | None, session_id: str, action: Action) -> None:
+    def _check(self, role: str | None, session_id: str, action: Action) -> Role:
+        """`role` if it may do `action` in the session; else `forbidden` naming it."""
         if role is None or not rules.allowed(Role(role), action):
             what = "not a member of" if role is None else f"a {role} and may not {action} in"
             raise ProtocolError(
@@ -222,17 +223,10 @@ class Node:
                 f"you are {what} session {session_id!r}",
                 extra={"session": session_id},
             )
+        return Role(role)
 
     async def require(self, session_id: str, user: str, action: Action) -> Role:
-        role = await self.role(session_id, user)
-        if role is None or not rules.allowed(role, action):
-            what = "not a member of" if role is None else f"a {role} and may not {action} in"
-            raise ProtocolError(
-                ErrorCode.FORBIDDEN,
-                f"you are {what} session {session_id!r}",
-                extra={"session": session_id},
-            )
-        return role
+        return self._check(await self.role(session_id, user), session_id, action)
 
     def agent(self, name: str) -> Agent | None:
         if name not in self._agents:
@@ -441,15 +435,10 @@ class Node:
                 f"subscribe to session {session_id!r} before signalling in it",
                 extra={"session": session_id},
             )
-        channel = self.hub.channels.get(session_id)
-        role = channel.state.members.get(conn.user or "") if channel is not None else None
-        if role is None or not rules.allowed(Role(role), Action.SIGNAL):
-            raise ProtocolError(
-                ErrorCode.FORBIDDEN,
-                f"you may not signal in session {session_id!r}",
-                extra={"session": session_id},
-            )
         assert conn.user is not None
+        channel = self.hub.channels.get(session_id)
+        role = channel.state.members.get(conn.user) if channel is not None else None
+        self._check(role, session_id, Action.SIGNAL)
         frame = wire.encode(
             wire.SignalOut(session=session_id, name=name, data=data, sender=conn.user)
         )
