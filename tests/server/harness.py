@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,19 @@ from tidings.server.node import Node
 SECRET = "test-secret-please-ignore-0123456789"
 
 Frame = dict[str, Any]
+
+
+def message(content: str, client_id: str | None = None, *, session: str | None = None) -> Frame:
+    """A `send` frame of a user message (a fresh client id unless one is given)."""
+    frame: Frame = {
+        "type": "send",
+        "kind": "message",
+        "client_id": client_id or uuid.uuid4().hex,
+        "data": {"content": content},
+    }
+    if session is not None:
+        frame["session"] = session
+    return frame
 
 
 def make_token(user: str, *, ttl_s: int = 3600, secret: str = SECRET) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.harness import Server, running_server
+from tests.server.harness import Server, message, running_server
 from tidings.backends.base import StoreUnavailable
 from tidings.backends.memory import MemoryStore
 from tidings.core.model import Appended, Conflict, Draft, SessionInfo
@@ -48,29 +48,19 @@ async def flaky(tmp_path: Path, store: FailingStore) -> AsyncIterator[Server]:
         yield running
 
 
-def send(sid: str, client_id: str) -> dict[str, object]:
-    return {
-        "type": "send",
-        "session": sid,
-        "client_id": client_id,
-        "kind": "message",
-        "data": {"content": "hi"},
-    }
-
-
 async def test_a_store_outage_is_unavailable_and_the_retry_succeeds(
     flaky: Server, store: FailingStore
 ) -> None:
     sid = await flaky.create_session("al")
     client = await flaky.client("al")
     store.failure = StoreUnavailable("disk on fire at /var/lib/db")
-    reply = await client.request(send(sid, "r1"))
+    reply = await client.request(message("hi", "r1", session=sid))
     assert (reply["type"], reply["code"]) == ("error", "unavailable")
     assert "/var/lib" not in reply["message"]
     async with flaky.http() as http:
         assert (await http.get("/readyz")).status_code == 503
     store.failure = None
-    reply = await client.request(send(sid, "r1"))
+    reply = await client.request(message("hi", "r1", session=sid))
     assert (reply["type"], reply["duplicate"]) == ("ack", False)
     await client.close()
 
@@ -81,7 +71,7 @@ async def test_an_unexpected_failure_is_internal_and_reveals_nothing(
     sid = await flaky.create_session("al")
     client = await flaky.client("al")
     store.failure = RuntimeError("secret table name tidings_events_v2")
-    reply = await client.request(send(sid, "x1"))
+    reply = await client.request(message("hi", "x1", session=sid))
     assert (reply["type"], reply["code"]) == ("error", "internal")
     assert "tidings_events" not in reply["message"]
     store.failure = None

@@ -41,26 +41,6 @@ async def test_bad_frames_get_bad_request_and_the_connection_keeps_working(
     await client.close()
 
 
-async def test_deeply_nested_data_is_a_bad_request(server: Server) -> None:
-    sid = await server.create_session("al")
-    client = await server.client("al")
-    nested: object = {}
-    for _ in range(40):
-        nested = {"x": nested}
-    reply = await client.request(
-        {
-            "type": "send",
-            "session": sid,
-            "client_id": "n",
-            "kind": "session.update",
-            "data": {"changes": {"metadata": nested}},
-        }
-    )
-    assert reply["code"] == "bad_request"
-    assert (await client.request({"type": "ping"}))["type"] == "pong"
-    await client.close()
-
-
 async def test_a_batch_of_requests_is_answered_request_by_request(server: Server) -> None:
     client = await server.client("al")
     await client.send(

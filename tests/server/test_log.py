@@ -3,20 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from typing import Any
 
-from tests.server.harness import Client, Server
+from tests.server.harness import Client, Server, message
 from tidings.backends.memory_broker import MemoryBroker
-
-
-def message(content: str, client_id: str | None = None) -> dict[str, Any]:
-    return {
-        "type": "send",
-        "kind": "message",
-        "client_id": client_id or uuid.uuid4().hex,
-        "data": {"content": content},
-    }
 
 
 async def test_a_send_is_acked_after_storage_and_echoed_to_the_sender(server: Server) -> None:

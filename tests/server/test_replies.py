@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,19 +10,9 @@ from typing import Any
 import pytest
 
 from tests.agents.fake_openai import WORDS, FakeOpenAI
-from tests.server.harness import Client, Frame, Server, running_server
+from tests.server.harness import Client, Frame, Server, message, running_server
 
 THIRTY_WORDS = " ".join(f"word{i}" for i in range(30))
-
-
-def say(sid: str, content: str) -> dict[str, Any]:
-    return {
-        "type": "send",
-        "session": sid,
-        "client_id": uuid.uuid4().hex,
-        "kind": "message",
-        "data": {"content": content},
-    }
 
 
 def is_completed(frame: Frame) -> bool:
@@ -62,7 +51,7 @@ async def test_three_participants_see_the_identical_reply(echo_server: Server) -
     clients = [await server.client(u) for u in ("al", "bo", "cy")]
     for c in clients:
         await c.subscribe(sid)
-    await clients[0].request(say(sid, "the quick brown fox"))
+    await clients[0].request(message(session=sid, content="the quick brown fox"))
     results = await asyncio.gather(*(collect_reply(c) for c in clients))
     for text, end, _ in results:
         assert end["kind"] == "message.completed"
@@ -75,7 +64,7 @@ async def test_the_ack_arrives_before_the_first_stream_frame(echo_server: Server
     sid = await echo_server.create_session("al", agent="echo")
     client = await echo_server.client("al")
     await client.subscribe(sid)
-    frame = say(sid, "hello")
+    frame = message(session=sid, content="hello")
     await client.send({**frame, "id": 77})
     order = []
     while True:
@@ -95,7 +84,7 @@ async def test_a_participant_rejoining_mid_reply_gets_the_whole_text_once(
     sid = await server.create_session("al", agent="echo")
     writer = await server.client("al")
     await writer.subscribe(sid)
-    await writer.request(say(sid, THIRTY_WORDS))
+    await writer.request(message(session=sid, content=THIRTY_WORDS))
     expected = "echo: " + THIRTY_WORDS
     # Wait until about a third of the reply has streamed, then join.
     seen = ""
@@ -134,7 +123,7 @@ async def test_the_message_endpoint_shows_partial_content_while_streaming(
         sid = await server.create_session("al", agent="echo")
         client = await server.client("al")
         await client.subscribe(sid)
-        await client.request(say(sid, THIRTY_WORDS))
+        await client.request(message(session=sid, content=THIRTY_WORDS))
         created = await client.next(
             lambda f: (
                 f.get("kind") == "message.created" and f["data"]["message"]["role"] == "assistant"
@@ -153,7 +142,7 @@ async def test_cancel_stops_a_reply_with_message_failed(echo_server: Server) -> 
     sid = await echo_server.create_session("al", agent="echo")
     client = await echo_server.client("al")
     await client.subscribe(sid)
-    await client.request(say(sid, THIRTY_WORDS))
+    await client.request(message(session=sid, content=THIRTY_WORDS))
     first = await client.next(lambda f: f.get("type") == "stream")
     ok = await client.request({"type": "cancel", "session": sid, "message_id": first["message_id"]})
     assert ok["type"] == "ok"
@@ -174,14 +163,14 @@ async def test_an_agent_that_raises_fails_cleanly_and_the_session_goes_on(
         sid = await server.create_session("al", agent=spec)
         client = await server.client("al")
         await client.subscribe(sid)
-        await client.request(say(sid, "hi"))
+        await client.request(message(session=sid, content="hi"))
         _, end, _ = await collect_reply(client)
         assert end["kind"] == "message.failed"
         error = end["data"]["error"]
         for secret in ("SECRET", "sk-live", "/srv"):
             assert secret not in error
         assert error.startswith("The assistant failed to reply")
-        ack = await client.request(say(sid, "still there?"))
+        ack = await client.request(message(session=sid, content="still there?"))
         assert ack["type"] == "ack"
         _, end, _ = await collect_reply(client)
         assert end["kind"] == "message.failed"
@@ -214,7 +203,7 @@ async def test_the_openai_agent_streams_from_a_compatible_server(
         client = await server.client("al")
         reply = await client.subscribe(sid)
         assert reply["seq"] == 1
-        await client.request(say(sid, "hello model"))
+        await client.request(message(session=sid, content="hello model"))
         text, end, _ = await collect_reply(client)
         assert end["kind"] == "message.completed"
         assert text == end["data"]["content"] == "".join(WORDS)
@@ -231,7 +220,7 @@ async def test_openai_failures_and_timeouts_become_message_failed(
         sid = await server.create_session("al", agent="openai")
         client = await server.client("al")
         await client.subscribe(sid)
-        await client.request(say(sid, "hello model"))
+        await client.request(message(session=sid, content="hello model"))
         _, end, _ = await collect_reply(client, timeout=15)
         assert end["kind"] == "message.failed"
         assert "sk-test" not in end["data"]["error"]
@@ -246,7 +235,7 @@ async def test_a_backlogged_connection_gets_stream_chunks_merged(echo_server: Se
     assert server.node is not None
     [conn] = [c for c in server.node.connections if c.user == "al"]
     conn.socket.pause_writing()  # as the transport does when the peer reads slowly
-    await client.send({**say(sid, THIRTY_WORDS), "id": 5})
+    await client.send({**message(session=sid, content=THIRTY_WORDS), "id": 5})
     await asyncio.sleep(1.0)  # 31 chunks 20 ms apart pile up
     conn.socket.resume_writing()
     text, end, frames = await collect_reply(client)
@@ -265,7 +254,7 @@ async def test_twenty_sessions_reply_at_once_under_a_bound_of_four(tmp_path: Pat
             await client.subscribe(sid)
         for sid in sessions:
             for n in range(2):
-                await client.request(say(sid, f"{sid} message {n}"))
+                await client.request(message(session=sid, content=f"{sid} message {n}"))
         done: dict[str, list[str]] = {sid: [] for sid in sessions}
         async with asyncio.timeout(30):
             while sum(len(v) for v in done.values()) < 40:
