@@ -100,7 +100,6 @@ class Node:
         )
         self.connections: set[Connection] = set()
         self._agents: dict[str, Agent | None] = {}
-        self._session_agents: dict[str, str] = {}
         self._ids = itertools.count(1)
         self._prefix = os.urandom(3).hex()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -234,17 +233,6 @@ class Node:
             settings.setdefault("TIDINGS_ECHO_DELAY_MS", str(self.config.echo_delay_ms))
             self._agents[name] = load_agent(name, settings)
         return self._agents[name]
-
-    async def session_agent(self, session_id: str) -> str:
-        name = self._session_agents.get(session_id)
-        if name is None:
-            channel = self.hub.channels.get(session_id)
-            if channel is not None and channel.ready.done():
-                name = channel.agent
-            else:
-                name = (await self.store.get_session(session_id)).agent
-            self._session_agents[session_id] = name
-        return name
 
     def partial(self, session_id: str, message_id: str) -> str | None:
         return self.runner.partial(session_id, message_id)
