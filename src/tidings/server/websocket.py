@@ -177,10 +177,12 @@ class WebSocket(asyncio.Protocol):
         connection, self.connection = self.connection, None
         if connection is not None:
             connection.on_closed()
-        # The parser is a generator holding its protocol: a reference cycle per
-        # connection, left to the cyclic GC unless closed here (its pauses are tail
+        # The parser is a generator holding its protocol, and the EOFError that ended it
+        # (kept in `parser_exc`) holds the parser's frame: two reference cycles per
+        # connection, left to the cyclic GC unless broken here (its pauses are tail
         # latency for everyone else).
         self.protocol.parser.close()
+        self.protocol.parser_exc = None
 
     # ------------------------------------------------------------ uvicorn hooks
 
@@ -205,6 +207,9 @@ class WebSocket(asyncio.Protocol):
             self._reject(403, "origin not allowed\n")
             return
         response = self.protocol.accept(request)
+        # websockets binds `select_subprotocol` to the protocol as an instance attribute,
+        # a reference cycle; it is only needed by `accept`.
+        vars(self.protocol).pop("select_subprotocol", None)
         if response.status_code != 101:
             # websockets refused the handshake itself (bad headers): send its answer.
             self.protocol.send_response(response)
