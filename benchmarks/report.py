@@ -1,4 +1,5 @@
-"""The report: medians, ratios to the naive FastAPI baseline, a rich table and JSON."""
+"""The report: medians, ratios to the naive FastAPI baseline and to the best peer, a rich
+table and JSON."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.runner import Row
-from benchmarks.servers import BASELINE
+from benchmarks.servers import BASELINE, PEER_NAMES
 
 # Figures worth a ratio to the baseline (value / baseline's value).
 RATIO_KEYS = (
@@ -43,8 +44,32 @@ def ratios(rows: list[Row]) -> dict[tuple[str, str], dict[str, float]]:
     return out
 
 
+def best_peer_ratios(rows: list[Row]) -> dict[tuple[str, str], tuple[str, float]]:
+    """(scenario, target) → (the best peer, headline / that peer's headline), for rows
+    that are not peers. "Best" is the highest figure where higher is better, else the
+    lowest: the S2 and S3 targets are ratios to it."""
+    best: dict[str, tuple[str, float]] = {}
+    for row in rows:
+        value = row.median().get(row.metric) if row.samples else None
+        if row.target not in PEER_NAMES or not value:
+            continue
+        held = best.get(row.scenario)
+        if held is None or (value > held[1] if row.higher_is_better else value < held[1]):
+            best[row.scenario] = (row.target, value)
+    out: dict[tuple[str, str], tuple[str, float]] = {}
+    for row in rows:
+        if row.target in PEER_NAMES or not row.samples or row.scenario not in best:
+            continue
+        value = row.median().get(row.metric)
+        if value is not None:
+            peer, peer_value = best[row.scenario]
+            out[row.scenario, row.target] = (peer, value / peer_value)
+    return out
+
+
 def document(rows: list[Row], settings: dict[str, Any]) -> dict[str, Any]:
     ratio_map = ratios(rows)
+    best_map = best_peer_ratios(rows)
     return {
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": {
@@ -63,12 +88,17 @@ def document(rows: list[Row], settings: dict[str, Any]) -> dict[str, Any]:
                 "higher_is_better": row.higher_is_better,
                 "median": row.median(),
                 f"ratio_to_{BASELINE}": ratio_map.get((row.scenario, row.target), {}),
+                "ratio_to_best_peer": _best_entry(best_map.get((row.scenario, row.target))),
                 "reps": row.samples,
                 "error": row.error,
             }
             for row in rows
         ],
     }
+
+
+def _best_entry(entry: tuple[str, float] | None) -> dict[str, Any] | None:
+    return None if entry is None else {"peer": entry[0], "ratio": entry[1]}
 
 
 def write_json(doc: dict[str, Any], out_dir: Path) -> Path:
@@ -101,17 +131,22 @@ def print_table(rows: list[Row], console: Console | None = None) -> None:
         if not console.is_terminal:
             console = Console(width=max(console.width, 150))
     ratio_map = ratios(rows)
-    table = Table(title=f"Tidings benchmarks (ratios to {BASELINE}, same run)")
-    for name in ("Scenario", "Server", "Headline", f"vs {BASELINE}", "p50 ms", "p99 ms"):
+    best_map = best_peer_ratios(rows)
+    table = Table(title="Tidings benchmarks (ratios measured in the same run)")
+    columns = ("Scenario", "Server", "Headline", f"vs {BASELINE}", "vs best peer")
+    for name in (*columns, "p50 ms", "p99 ms"):
         table.add_column(name, justify="left" if name in ("Scenario", "Server") else "right")
     for name in ("CPU %", "RSS MiB", "Notes"):
         table.add_column(name, justify="right" if name != "Notes" else "left")
     for row in rows:
         if not row.samples:
-            table.add_row(row.scenario, row.target, "error", "", "", "", "", "", row.error or "")
+            table.add_row(
+                row.scenario, row.target, "error", "", "", "", "", "", "", row.error or ""
+            )
             continue
         m = row.median()
         ratio = ratio_map.get((row.scenario, row.target), {}).get(row.metric)
+        best = best_map.get((row.scenario, row.target))
         p50 = m.get("p50_ms", m.get("ack_p50_ms", m.get("first_token_p50_ms")))
         p99 = m.get("p99_ms", m.get("ack_p99_ms", m.get("first_token_p99_ms")))
         notes = []
@@ -132,6 +167,7 @@ def print_table(rows: list[Row], console: Console | None = None) -> None:
             row.target,
             f"{_fmt(m.get(row.metric))} {UNITS.get(row.metric, row.metric)}",
             _fmt(ratio, "x") if ratio is not None else "",
+            f"{_fmt(best[1], 'x')} {best[0]}" if best is not None else "",
             _fmt(p50),
             _fmt(p99),
             _fmt(m.get("server_cpu_pct")),

@@ -155,3 +155,40 @@ async def run_scenario(
             if row.error is None and len(row.samples) < reps:
                 row.error = f"{type(exc).__name__}: {exc}"[:2000]
     return rows
+
+
+COMMIT_FLOOR = "sqlite-commit"
+
+
+async def run_commit_floor(
+    scenario: str, config: dict[str, Any], reps: int, log: Any = print
+) -> Row:
+    """The latency of one SQLite append on its own (`synchronous=FULL`, one commit each),
+    paced like the scenario's sends and pinned to the server's core: what a durable send
+    costs before the server does anything else, measured in the same run."""
+    rate = float(config.get("rooms", 1)) * float(config["rate"])
+    row = Row(scenario, COMMIT_FLOOR, "p99_ms", False)
+    command = [sys.executable, "-m", "benchmarks.store_append", "--backend", "sqlite"]
+    command += ["--rate", str(rate), "--seconds", str(config["duration"]), "--uvloop", "--json"]
+    for rep in range(reps):
+        proc = await asyncio.create_subprocess_exec(
+            *pinned(command, 0),
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            async with asyncio.timeout(float(config["duration"]) + 60):
+                out, _ = await proc.communicate()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            row.error = "the commit-floor run did not finish in time"
+            break
+        lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            row.error = f"store_append exited {proc.returncode} with no result"
+            break
+        row.samples.append(json.loads(lines[-1]))
+        log(f"  {scenario} {COMMIT_FLOOR} rep {rep + 1}/{reps}: p99_ms={row.samples[-1]['p99_ms']}")
+    return row

@@ -25,6 +25,9 @@ class Scenario:
     # Tidings publishes with these request kinds; each is a row of its own.
     tidings_kinds: tuple[str, ...] = ("send",)
     repeated: bool = False  # S1, S2, S3: run --reps times and report medians
+    # S3: also measure one SQLite commit on its own at the scenario's total pace, the
+    # floor under a durable send's latency (row "sqlite-commit").
+    commit_floor: bool = False
     counted: tuple[str, ...] = field(default=("subscribers",))
 
     def config(self, quick: bool, scale: float, duration: float | None) -> dict[str, Any]:
@@ -84,6 +87,7 @@ SCENARIOS: dict[str, Scenario] = {
             counted=("rooms", "subscribers"),
             tidings_kinds=("send", "signal"),
             repeated=True,
+            commit_floor=True,
         ),
         Scenario(
             "S4",

@@ -11,14 +11,21 @@ An append counts when `append` returns: for SQLite that is after the fsync of it
 group commit (`synchronous=FULL`). PostgreSQL uses a new schema of
 `TIDINGS_TEST_POSTGRES_URL` (default postgresql://postgres@127.0.0.1:5432/test) and
 drops it afterwards.
+
+`--rate R` measures the commit floor instead: one appender, R appends per second,
+evenly spaced, so every append is a commit of its own (what a durable send costs at
+S3's pace before the server does anything else); `--json` prints the figures as one
+JSON line for the benchmark harness.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -49,7 +56,7 @@ async def _sqlite() -> AsyncIterator[EventStore]:
             yield store
         finally:
             await store.close()
-            print(f"  sqlite commits: {store.commits} for {store.writes} writes")
+            print(f"  sqlite commits: {store.commits} for {store.writes} writes", file=sys.stderr)
 
 
 @asynccontextmanager
@@ -75,6 +82,23 @@ async def _postgres() -> AsyncIterator[EventStore]:
 BACKENDS: dict[str, Callable[[], Any]] = {"sqlite": _sqlite, "postgres": _postgres}
 
 
+def _draft(client_id: str) -> Draft:
+    return Draft(
+        kind=Kind.MESSAGE_CREATED,
+        author="bench",
+        data={
+            "message": {
+                "role": "user",
+                "author": "bench",
+                "content": "Hello, this is a benchmark message.",
+                "is_code": False,
+                "status": "complete",
+            }
+        },
+        client_id=client_id,
+    )
+
+
 async def run(backend: str, seconds: float, concurrency: int) -> None:
     async with BACKENDS[backend]() as store:
         await store.create_session("bench", title="Bench", agent="none", owner="bench")
@@ -84,20 +108,7 @@ async def run(backend: str, seconds: float, concurrency: int) -> None:
         async def appender(worker: int) -> None:
             n = 0
             while time.perf_counter() < deadline:
-                draft = Draft(
-                    kind=Kind.MESSAGE_CREATED,
-                    author="bench",
-                    data={
-                        "message": {
-                            "role": "user",
-                            "author": "bench",
-                            "content": "Hello, this is a benchmark message.",
-                            "is_code": False,
-                            "status": "complete",
-                        }
-                    },
-                    client_id=f"w{worker}-{n}",
-                )
+                draft = _draft(f"w{worker}-{n}")
                 n += 1
                 started = time.perf_counter()
                 await store.append("bench", draft)
@@ -123,17 +134,53 @@ async def run(backend: str, seconds: float, concurrency: int) -> None:
         )
 
 
+async def paced(backend: str, seconds: float, rate: float) -> dict[str, float]:
+    """One appender at `rate` appends/s: the latency of a commit on its own."""
+    async with BACKENDS[backend]() as store:
+        await store.create_session("bench", title="Bench", agent="none", owner="bench")
+        loop = asyncio.get_running_loop()
+        latencies: list[float] = []
+        start = due = loop.time()
+        while due < start + seconds:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            started = time.perf_counter()
+            await store.append("bench", _draft(f"p{len(latencies)}"))
+            latencies.append(time.perf_counter() - started)
+            due += 1 / rate
+        cuts = statistics.quantiles(latencies, n=100)
+        return {
+            "p50_ms": cuts[49] * 1000,
+            "p99_ms": cuts[98] * 1000,
+            "max_ms": max(latencies) * 1000,
+            "samples": len(latencies),
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    parser.add_argument("--rate", type=float, help="one appender at this many appends/s")
+    parser.add_argument("--json", action="store_true", help="with --rate: one JSON line")
     args = parser.parse_args()
     if args.uvloop:
         import uvloop
 
         uvloop.install()
+    if args.rate:
+        for backend in BACKENDS if args.backend == "all" else [args.backend]:
+            figures = asyncio.run(paced(backend, args.seconds, args.rate))
+            if args.json:
+                print(json.dumps({"backend": backend, **figures}), flush=True)
+            else:
+                print(
+                    f"{backend:9s} one append every {1000 / args.rate:.1f} ms:"
+                    f" p50 {figures['p50_ms']:.2f} ms  p99 {figures['p99_ms']:.2f} ms"
+                    f"  max {figures['max_ms']:.2f} ms ({figures['samples']:.0f} appends)"
+                )
+        return
     for backend in BACKENDS if args.backend == "all" else [args.backend]:
         asyncio.run(run(backend, args.seconds, args.concurrency))
 
