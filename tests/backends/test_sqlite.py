@@ -147,3 +147,89 @@ async def test_close_waits_for_appends_in_flight(tmp_path: Path) -> None:
         assert await store.head("s1") == 31
     finally:
         await store.close()
+
+
+async def _append_one_by_one(store: SqliteStore, count: int) -> list[int]:
+    return [appended(await store.append("s1", message(f"m{i}"))).seq for i in range(count)]
+
+
+async def test_writes_after_a_pause_commit_on_the_loop_thread(tmp_path: Path) -> None:
+    path = str(tmp_path / "t.db")
+    store = SqliteStore(path, FakeClock(), inline_after_idle_s=0)
+    await store.open()
+    await store.create_session("s1", title="T", agent="echo", owner="alice")
+    assert await _append_one_by_one(store, 50) == list(range(2, 52))
+    assert store.inline_commits == store.commits == 51
+    await store.close()
+    reopened = SqliteStore(path, FakeClock())
+    await reopened.open()
+    try:
+        assert await reopened.head("s1") == 51  # inline commits are as durable
+    finally:
+        await reopened.close()
+
+
+async def test_close_commits_a_batch_waiting_to_commit_inline(tmp_path: Path) -> None:
+    path = str(tmp_path / "t.db")
+    store = SqliteStore(path, FakeClock(), inline_after_idle_s=0)
+    await store.open()
+    await store.create_session("s1", title="T", agent="echo", owner="alice")
+    appends = [asyncio.ensure_future(store.append("s1", message(f"m{i}"))) for i in range(30)]
+    await asyncio.sleep(0)  # every append is queued, their inline commit not yet run
+    await store.close()
+    assert sorted(appended(a.result()).seq for a in appends) == list(range(2, 32))
+    assert store.inline_commits == 2  # create_session's, then the 30 appends' batch
+    reopened = SqliteStore(path, FakeClock())
+    await reopened.open()
+    try:
+        assert await reopened.head("s1") == 31
+    finally:
+        await reopened.close()
+
+
+async def test_back_to_back_writes_commit_on_the_writer_thread(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "t.db"), FakeClock(), inline_after_idle_s=3600)
+    await store.open()
+    try:
+        # The first write finds the writer idle since ever; every later one finds it
+        # busy or idle for less than an hour.
+        await store.create_session("s1", title="T", agent="echo", owner="alice")
+        assert await _append_one_by_one(store, 50) == list(range(2, 52))
+        assert store.commits == 51
+        assert store.inline_commits == 1
+    finally:
+        await store.close()
+
+
+async def test_by_default_only_a_write_after_a_pause_commits_inline(store: SqliteStore) -> None:
+    await store.create_session("s1", title="T", agent="echo", owner="alice")
+    await asyncio.sleep(0.05)
+    inline = store.inline_commits
+    await store.append("s1", message("after a pause"))
+    assert store.inline_commits == inline + 1
+    # Queued while a thread batch commits: these go to the writer thread.
+    await asyncio.gather(*(store.append("s1", message(f"m{i}")) for i in range(100)))
+    assert store.inline_commits <= inline + 2
+    assert await store.head("s1") == 102
+
+
+def _wal_bytes(path: Path) -> int:
+    wal = path.with_name(path.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+@pytest.mark.parametrize(("every", "bounded"), [(10, True), (10**9, False)])
+async def test_the_wal_is_checkpointed_every_so_many_commits(
+    tmp_path: Path, every: int, bounded: bool
+) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteStore(str(path), FakeClock(), wal_checkpoint_every=every)
+    await store.open()
+    try:
+        await store.create_session("s1", title="T", agent="echo", owner="alice")
+        await _append_one_by_one(store, 300)
+        # ~5 pages of 4 KiB per commit: 300 commits never checkpointed pass 1 MiB.
+        assert (_wal_bytes(path) < 2**20) is bounded
+        assert (store.wal_checkpoints >= 20) is bounded
+    finally:
+        await store.close()

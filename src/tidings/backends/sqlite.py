@@ -9,6 +9,15 @@ How a write goes:
   the batch is rolled back and rerun with each write in its own SAVEPOINT, so one
   failing write spoils nothing else. Writes queued while a batch commits form the next
   batch. That is group commit: under load, batches grow and fsyncs stay few.
+* A batch that finds the writer idle for a while (`INLINE_AFTER_IDLE_S`) commits on the
+  event loop's thread instead. Waking a thread that has slept costs more than the commit
+  itself on a quiet machine (measured here, after 50 ms asleep: 0.76 ms p50, 2.3 ms p99
+  for the hand-off alone, against 0.5 ms for the commit), and the loop would be idle
+  anyway: the first send after a pause is acknowledged (and seen by others) sooner.
+  Back-to-back batches still go to the thread, so under load the loop keeps serving
+  while the fsync runs. For the same reason no commit checkpoints the WAL
+  (`wal_autocheckpoint = 0`): every `WAL_CHECKPOINT_EVERY` commits a PASSIVE checkpoint
+  runs as a job of its own on the writer thread.
 * The writer thread owns its connection and a cache of each session's `(seq, version)`,
   read once from the row and then kept up to date. **This assumes that this store is
   the only writer of the file** (one server process per SQLite file); several processes
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -61,10 +71,19 @@ from tidings.core.model import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _Write = Callable[[sqlite3.Connection], Any]
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
+
+#: A batch commits on the event loop's thread when the writer has been idle this long
+#: (see the module docstring); sooner, it goes to the writer thread.
+INLINE_AFTER_IDLE_S: Final = 0.002
+
+#: Commits between two WAL checkpoints (SQLite's own default is every 1,000 pages; an
+#: append writes a handful).
+WAL_CHECKPOINT_EVERY: Final = 200
 
 #: Larger than any seq: `messages(before=None)` reads with this bound.
 _NO_BOUND: Final = 2**62
@@ -92,20 +111,55 @@ def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
     return StoreUnavailable(f"sqlite: {exc}")
 
 
+_Batch = list[tuple[_Write, "asyncio.Future[Any]"]]
+
+
+def _settle(batch: _Batch, results: list[tuple[bool, Any]]) -> None:
+    for (_, future), (ok, value) in zip(batch, results, strict=True):
+        if future.done():  # the caller gave up waiting; the write stands
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+def _fail(batch: _Batch, exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(StoreUnavailable(f"sqlite writer: {exc!r}"))
+
+
 class SqliteStore:
     """`EventStore` on one SQLite file (see the module docstring for the design)."""
 
-    def __init__(self, path: str, clock: Clock, *, readers: int = 2) -> None:
+    def __init__(
+        self,
+        path: str,
+        clock: Clock,
+        *,
+        readers: int = 2,
+        inline_after_idle_s: float = INLINE_AFTER_IDLE_S,
+        wal_checkpoint_every: int = WAL_CHECKPOINT_EVERY,
+    ) -> None:
         self.path = path
+        self.inline_after_idle_s = inline_after_idle_s
+        self.wal_checkpoint_every = wal_checkpoint_every
         self._clock = clock
         self._readers = readers
         self._open = False
         # Event-loop side of the writer.
-        self._pending: list[tuple[_Write, asyncio.Future[Any]]] = []
+        self._pending: _Batch = []
         self._flusher: asyncio.Task[None] | None = None
+        self._inline: asyncio.Handle | None = None
+        self._idle_since = float("-inf")  # loop time the last batch finished
+        self._thread_jobs = 0  # writer-thread jobs other than batches (checkpoints...)
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._checkpointed_at = 0  # `commits` at the last WAL checkpoint
         self._writer: ThreadPoolExecutor | None = None
         self._reader: ThreadPoolExecutor | None = None
-        # Writer-thread side: touched only from the writer thread.
+        # Writer side: touched by the writer thread, or by the loop's thread while no
+        # writer-thread job runs (an inline batch).
         self._wconn: sqlite3.Connection | None = None
         self._heads: dict[str, tuple[int, int]] = {}
         self._dirty: set[str] = set()
@@ -118,6 +172,10 @@ class SqliteStore:
         self.commits = 0
         #: Writes committed (appends, partial saves, session creations).
         self.writes = 0
+        #: Of `commits`, those made on the event loop's thread (the writer was idle).
+        self.inline_commits = 0
+        #: WAL checkpoints run (each a writer-thread job).
+        self.wal_checkpoints = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -140,8 +198,11 @@ class SqliteStore:
         if not self._open:
             return
         self._open = False  # new writes are refused; queued ones still commit
-        while self._flusher is not None:
-            await asyncio.wait([self._flusher])
+        if self._inline is not None:
+            self._inline.cancel()
+            self._commit_inline()
+        while self._flusher is not None or self._checkpointer is not None:
+            await asyncio.wait([t for t in (self._flusher, self._checkpointer) if t is not None])
         assert self._writer is not None
         assert self._reader is not None
         loop = asyncio.get_running_loop()
@@ -161,10 +222,17 @@ class SqliteStore:
     async def migrate(self) -> int:
         """Create or migrate the schema; return its version (for `tidings migrate`)."""
         if self._open:
-            assert self._writer is not None
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._writer, self._migrate_writer)
+            return await self._in_writer(self._migrate_writer)
         return await asyncio.to_thread(self._migrate_file)
+
+    async def _in_writer(self, job: Callable[[], T]) -> T:
+        """Run `job` on the writer thread (never alongside an inline batch)."""
+        assert self._writer is not None
+        self._thread_jobs += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._writer, job)
+        finally:
+            self._thread_jobs -= 1
 
     async def writer_pragmas(self) -> dict[str, int | str]:
         """The durability settings of the writer's connection (for tests and diagnostics)."""
@@ -176,7 +244,7 @@ class SqliteStore:
             names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
             return {name: self._wconn.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
 
-        return await asyncio.get_running_loop().run_in_executor(self._writer, read)
+        return await self._in_writer(read)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -197,6 +265,8 @@ class SqliteStore:
                 raise StoreUnavailable(f"sqlite: cannot use WAL on {self.path!r} (got {mode})")
             # FULL: the WAL is fsynced at every commit, so an ack survives power loss.
             conn.execute("PRAGMA synchronous = FULL")
+            # Checkpoints are jobs of their own on this thread (module docstring).
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             _migrate(conn)
         except sqlite3.Error as exc:
             conn.close()
@@ -243,12 +313,33 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((write, future))
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush(), name="tidings-sqlite-flush")
+        if self._flusher is None and self._inline is None:
+            idle = loop.time() - self._idle_since
+            if idle >= self.inline_after_idle_s and not self._thread_jobs:
+                # Later in this loop turn, so writes queued meanwhile join the batch.
+                self._inline = loop.call_soon(self._commit_inline)
+            else:
+                self._flusher = loop.create_task(self._flush(), name="tidings-sqlite-flush")
         return future
 
+    def _commit_inline(self) -> None:
+        """Commit everything queued as one batch, here on the loop's thread."""
+        self._inline = None
+        batch, self._pending = self._pending, []
+        try:
+            results = self._commit_batch([write for write, _ in batch])
+        except BaseException as exc:
+            _fail(batch, exc)
+            raise
+        finally:
+            self._idle_since = asyncio.get_running_loop().time()
+        self.inline_commits += 1
+        _settle(batch, results)
+        self._maybe_checkpoint()
+
     async def _flush(self) -> None:
-        """Commit everything queued, batch after batch, until the queue is empty."""
+        """Commit everything queued, batch after batch on the writer thread, until the
+        queue is empty."""
         loop = asyncio.get_running_loop()
         try:
             while self._pending:
@@ -259,19 +350,38 @@ class SqliteStore:
                         self._writer, self._commit_batch, [write for write, _ in batch]
                     )
                 except BaseException as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(StoreUnavailable(f"sqlite writer: {exc!r}"))
+                    _fail(batch, exc)
                     raise
-                for (_, future), (ok, value) in zip(batch, results, strict=True):
-                    if future.done():  # the caller gave up waiting; the write stands
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
+                _settle(batch, results)
+                self._maybe_checkpoint()
         finally:
             self._flusher = None
+            self._idle_since = loop.time()
+
+    def _maybe_checkpoint(self) -> None:
+        if self.commits - self._checkpointed_at >= self.wal_checkpoint_every and (
+            self._checkpointer is None
+        ):
+            self._checkpointed_at = self.commits
+            self._checkpointer = asyncio.get_running_loop().create_task(
+                self._checkpoint_wal(), name="tidings-sqlite-wal-checkpoint"
+            )
+
+    async def _checkpoint_wal(self) -> None:
+        """Copy committed WAL frames into the database file, on the writer thread (a
+        PASSIVE checkpoint: it waits for no reader; a later one finishes the rest)."""
+
+        def checkpoint() -> None:
+            assert self._wconn is not None
+            self._wconn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+        try:
+            await self._in_writer(checkpoint)
+            self.wal_checkpoints += 1
+        except Exception:  # the next one retries; the WAL only grows meanwhile
+            log.warning("WAL checkpoint of %s failed", self.path, exc_info=True)
+        finally:
+            self._checkpointer = None
 
     def _commit_batch(self, writes: list[_Write]) -> list[tuple[bool, Any]]:
         """In the writer thread: run the batch as one transaction with one commit.
