@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchmarks.peers._common import raise_file_limit
 from benchmarks.report import document, print_table, write_json
-from benchmarks.runner import Row, run_commit_floor, run_scenario
+from benchmarks.runner import FLOORS, Row, run_floor, run_scenario
 from benchmarks.scenarios import SCENARIOS
 from benchmarks.servers import (
     ALL_SERVERS,
@@ -86,7 +86,8 @@ async def run_all(args: argparse.Namespace) -> list[Row]:
                 agent = "echo" if scenario.workload == "agent" else "none"
                 rows += await run_scenario(scenario, tidings_spec(agent=agent), config, reps, _log)
                 if scenario.commit_floor:
-                    rows.append(await run_commit_floor(key, config, reps, _log))
+                    for backend in FLOORS:
+                        rows.append(await run_floor(key, config, reps, backend, _log))
                 if scenario.workload == "acks":
                     async with fresh_postgres_database() as url:
                         if url is None:

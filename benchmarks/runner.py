@@ -157,18 +157,20 @@ async def run_scenario(
     return rows
 
 
-COMMIT_FLOOR = "sqlite-commit"
+#: The rows of S3's durability floor: benchmarks.store_append backend → row name.
+FLOORS = {"sqlite": "sqlite-commit", "fdatasync": "fdatasync"}
 
 
-async def run_commit_floor(
-    scenario: str, config: dict[str, Any], reps: int, log: Any = print
+async def run_floor(
+    scenario: str, config: dict[str, Any], reps: int, backend: str, log: Any = print
 ) -> Row:
-    """The latency of one SQLite append on its own (`synchronous=FULL`, one commit each),
-    paced like the scenario's sends and pinned to the server's core: what a durable send
-    costs before the server does anything else, measured in the same run."""
+    """What a durable send costs before the server does anything else, measured in the
+    same run, paced like the scenario's sends and pinned to the server's core: one
+    SQLite append on its own (`synchronous=FULL`, one commit each) or the disk's bare
+    `fdatasync`."""
     rate = float(config.get("rooms", 1)) * float(config["rate"])
-    row = Row(scenario, COMMIT_FLOOR, "p99_ms", False)
-    command = [sys.executable, "-m", "benchmarks.store_append", "--backend", "sqlite"]
+    row = Row(scenario, FLOORS[backend], "p99_ms", False)
+    command = [sys.executable, "-m", "benchmarks.store_append", "--backend", backend]
     command += ["--rate", str(rate), "--seconds", str(config["duration"]), "--uvloop", "--json"]
     for rep in range(reps):
         proc = await asyncio.create_subprocess_exec(
@@ -183,12 +185,12 @@ async def run_commit_floor(
         except TimeoutError:
             proc.kill()
             await proc.wait()
-            row.error = "the commit-floor run did not finish in time"
+            row.error = f"the {row.target} run did not finish in time"
             break
         lines = [line for line in out.decode().splitlines() if line.startswith("{")]
         if proc.returncode != 0 or not lines:
             row.error = f"store_append exited {proc.returncode} with no result"
             break
         row.samples.append(json.loads(lines[-1]))
-        log(f"  {scenario} {COMMIT_FLOOR} rep {rep + 1}/{reps}: p99_ms={row.samples[-1]['p99_ms']}")
+        log(f"  {scenario} {row.target} rep {rep + 1}/{reps}: p99_ms={row.samples[-1]['p99_ms']}")
     return row

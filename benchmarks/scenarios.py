@@ -25,8 +25,9 @@ class Scenario:
     # Tidings publishes with these request kinds; each is a row of its own.
     tidings_kinds: tuple[str, ...] = ("send",)
     repeated: bool = False  # S1, S2, S3: run --reps times and report medians
-    # S3: also measure one SQLite commit on its own at the scenario's total pace, the
-    # floor under a durable send's latency (row "sqlite-commit").
+    # S3: also measure one SQLite commit on its own at the scenario's total pace, and the
+    # disk's bare fdatasync: the floors under a durable send's latency (rows
+    # "sqlite-commit" and "fdatasync").
     commit_floor: bool = False
     counted: tuple[str, ...] = field(default=("subscribers",))
 

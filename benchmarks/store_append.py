@@ -14,8 +14,9 @@ drops it afterwards.
 
 `--rate R` measures the commit floor instead: one appender, R appends per second,
 evenly spaced, so every append is a commit of its own (what a durable send costs at
-S3's pace before the server does anything else); `--json` prints the figures as one
-JSON line for the benchmark harness.
+S3's pace before the server does anything else); `--backend fdatasync` times the disk
+alone the same way (append 300 bytes to a file, `fdatasync`); `--json` prints the
+figures as one JSON line for the benchmark harness.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -80,6 +81,7 @@ async def _postgres() -> AsyncIterator[EventStore]:
 
 
 BACKENDS: dict[str, Callable[[], Any]] = {"sqlite": _sqlite, "postgres": _postgres}
+Figures = dict[str, float]
 
 
 def _draft(client_id: str) -> Draft:
@@ -134,31 +136,59 @@ async def run(backend: str, seconds: float, concurrency: int) -> None:
         )
 
 
-async def paced(backend: str, seconds: float, rate: float) -> dict[str, float]:
-    """One appender at `rate` appends/s: the latency of a commit on its own."""
+async def _paced(one: Callable[[int], Awaitable[None]], seconds: float, rate: float) -> Figures:
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    start = due = loop.time()
+    while due < start + seconds:
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        started = time.perf_counter()
+        await one(len(latencies))
+        latencies.append(time.perf_counter() - started)
+        due += 1 / rate
+    cuts = statistics.quantiles(latencies, n=100)
+    return {
+        "p50_ms": cuts[49] * 1000,
+        "p99_ms": cuts[98] * 1000,
+        "max_ms": max(latencies) * 1000,
+        "samples": len(latencies),
+    }
+
+
+async def paced(backend: str, seconds: float, rate: float) -> Figures:
+    """One appender at `rate` appends/s: the latency of a commit on its own. Backend
+    "fdatasync" is the disk's own floor: a 300-byte append to a plain file, then
+    `fdatasync`, on the event loop's thread (no database at all)."""
+    if backend == "fdatasync":
+        with tempfile.TemporaryDirectory(prefix="tidings-bench-") as folder:
+            fd = os.open(os.path.join(folder, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            record = b"x" * 299 + b"\n"
+
+            async def write_and_sync(_: int) -> None:
+                os.write(fd, record)
+                os.fdatasync(fd)
+
+            try:
+                return await _paced(write_and_sync, seconds, rate)
+            finally:
+                os.close(fd)
     async with BACKENDS[backend]() as store:
         await store.create_session("bench", title="Bench", agent="none", owner="bench")
-        loop = asyncio.get_running_loop()
-        latencies: list[float] = []
-        start = due = loop.time()
-        while due < start + seconds:
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            started = time.perf_counter()
-            await store.append("bench", _draft(f"p{len(latencies)}"))
-            latencies.append(time.perf_counter() - started)
-            due += 1 / rate
-        cuts = statistics.quantiles(latencies, n=100)
-        return {
-            "p50_ms": cuts[49] * 1000,
-            "p99_ms": cuts[98] * 1000,
-            "max_ms": max(latencies) * 1000,
-            "samples": len(latencies),
-        }
+
+        async def append(n: int) -> None:
+            await store.append("bench", _draft(f"p{n}"))
+
+        return await _paced(append, seconds, rate)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    parser.add_argument(
+        "--backend",
+        choices=[*BACKENDS, "fdatasync", "all"],
+        default="all",
+        help="fdatasync: with --rate only",
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
@@ -181,6 +211,8 @@ def main() -> None:
                     f"  max {figures['max_ms']:.2f} ms ({figures['samples']:.0f} appends)"
                 )
         return
+    if args.backend == "fdatasync":
+        parser.error("--backend fdatasync needs --rate")
     for backend in BACKENDS if args.backend == "all" else [args.backend]:
         asyncio.run(run(backend, args.seconds, args.concurrency))
 

@@ -80,5 +80,6 @@ def test_every_scenario_yields_numbers_against_tidings(tmp_path: Path) -> None:
     s7 = next(r for r in document["results"] if r["scenario"] == "S7")
     assert s7["median"]["ack_no_agent_p99_ms"] > 0
     assert s7["median"]["token_gap_p50_ms"] > 0
-    # S3 also times one SQLite commit on its own: the floor under a durable send.
+    # S3 also times one SQLite commit, and a bare fdatasync: the floors under a durable send.
     assert headline(document, "S3", "sqlite-commit") > 0
+    assert headline(document, "S3", "fdatasync") > 0
