@@ -213,6 +213,22 @@ async def test_by_default_only_a_write_after_a_pause_commits_inline(store: Sqlit
     assert await store.head("s1") == 102
 
 
+async def test_after_a_slow_commit_writes_stay_off_the_loop_thread(tmp_path: Path) -> None:
+    # Every commit counts as slow here, as on a disk that stalls.
+    store = SqliteStore(str(tmp_path / "t.db"), FakeClock(), slow_commit_s=0)
+    await store.open()
+    try:
+        await store.create_session("s1", title="T", agent="echo", owner="alice")
+        assert store.inline_commits == 1  # the first: nothing was known to be slow
+        for i in range(3):
+            await asyncio.sleep(0.02)  # idle long enough to commit inline, but for that
+            await store.append("s1", message(f"m{i}"))
+        assert store.commits == 4
+        assert store.inline_commits == 1
+    finally:
+        await store.close()
+
+
 def _wal_bytes(path: Path) -> int:
     wal = path.with_name(path.name + "-wal")
     return wal.stat().st_size if wal.exists() else 0

@@ -15,7 +15,9 @@ How a write goes:
   for the hand-off alone, against 0.5 ms for the commit), and the loop would be idle
   anyway: the first send after a pause is acknowledged (and seen by others) sooner.
   Back-to-back batches still go to the thread, so under load the loop keeps serving
-  while the fsync runs. For the same reason no commit checkpoints the WAL
+  while the fsync runs; and after any commit slower than `SLOW_COMMIT_S` (a disk that
+  stalls), every batch goes to the thread for `SLOW_DISK_PAUSE_S`, so a slow disk never
+  stalls the loop more than once per pause. For the same reason no commit checkpoints the WAL
   (`wal_autocheckpoint = 0`): every `WAL_CHECKPOINT_EVERY` commits a PASSIVE checkpoint
   runs as a job of its own on the writer thread.
 * The writer thread owns its connection and a cache of each session's `(seq, version)`,
@@ -36,6 +38,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
@@ -80,6 +83,9 @@ _decode = msgspec.json.Decoder().decode
 #: A batch commits on the event loop's thread when the writer has been idle this long
 #: (see the module docstring); sooner, it goes to the writer thread.
 INLINE_AFTER_IDLE_S: Final = 0.002
+#: A commit slower than this turns inline commits off for `SLOW_DISK_PAUSE_S`.
+SLOW_COMMIT_S: Final = 0.010
+SLOW_DISK_PAUSE_S: Final = 10.0
 
 #: Commits between two WAL checkpoints (SQLite's own default is every 1,000 pages; an
 #: append writes a handful).
@@ -140,10 +146,12 @@ class SqliteStore:
         *,
         readers: int = 2,
         inline_after_idle_s: float = INLINE_AFTER_IDLE_S,
+        slow_commit_s: float = SLOW_COMMIT_S,
         wal_checkpoint_every: int = WAL_CHECKPOINT_EVERY,
     ) -> None:
         self.path = path
         self.inline_after_idle_s = inline_after_idle_s
+        self.slow_commit_s = slow_commit_s
         self.wal_checkpoint_every = wal_checkpoint_every
         self._clock = clock
         self._readers = readers
@@ -153,6 +161,7 @@ class SqliteStore:
         self._flusher: asyncio.Task[None] | None = None
         self._inline: asyncio.Handle | None = None
         self._idle_since = float("-inf")  # loop time the last batch finished
+        self._slow_until = float("-inf")  # time.monotonic(): no inline commit before
         self._thread_jobs = 0  # writer-thread jobs other than batches (checkpoints...)
         self._checkpointer: asyncio.Task[None] | None = None
         self._checkpointed_at = 0  # `commits` at the last WAL checkpoint
@@ -315,7 +324,11 @@ class SqliteStore:
         self._pending.append((write, future))
         if self._flusher is None and self._inline is None:
             idle = loop.time() - self._idle_since
-            if idle >= self.inline_after_idle_s and not self._thread_jobs:
+            if (
+                idle >= self.inline_after_idle_s
+                and not self._thread_jobs
+                and time.monotonic() >= self._slow_until
+            ):
                 # Later in this loop turn, so writes queued meanwhile join the batch.
                 self._inline = loop.call_soon(self._commit_inline)
             else:
@@ -384,7 +397,7 @@ class SqliteStore:
             self._checkpointer = None
 
     def _commit_batch(self, writes: list[_Write]) -> list[tuple[bool, Any]]:
-        """In the writer thread: run the batch as one transaction with one commit.
+        """On the writer thread (or inline): run the batch as one transaction, one commit.
 
         First optimistically, every write straight into the transaction. Should any
         write raise (a bad draft, an unknown session, an SQL error), the transaction is
@@ -394,6 +407,7 @@ class SqliteStore:
         """
         conn = self._wconn
         assert conn is not None
+        began = time.monotonic()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -415,6 +429,9 @@ class SqliteStore:
         self._dirty.clear()
         self.commits += 1
         self.writes += sum(1 for ok, _ in results if ok)
+        ended = time.monotonic()
+        if ended - began >= self.slow_commit_s:
+            self._slow_until = ended + SLOW_DISK_PAUSE_S
         return results
 
     def _run_in_savepoint(self, conn: sqlite3.Connection, write: _Write) -> tuple[bool, Any]:
