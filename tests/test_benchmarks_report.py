@@ -46,3 +46,23 @@ def test_the_json_names_the_best_peer_and_the_ratio() -> None:
     entries = {e["server"]: e for e in document(rows, {})["results"]}
     assert entries["tidings"]["ratio_to_best_peer"] == {"peer": "websockets", "ratio": 1.1}
     assert entries["websockets"]["ratio_to_best_peer"] is None
+
+
+def test_profile_samples_go_to_the_innermost_matching_category() -> None:
+    from benchmarks.pyspy_shares import LOOP, shares
+
+    main = "thread (1): MainThread;Runner.run (asyncio/runners.py:118)"
+    lines = [
+        f"{main};Node._sent (node.py:1);Channel._deliver (tidings/server/hub.py:2) 3",
+        f"{main};Flusher._flush (tidings/server/websocket.py:3);WebSocket.flush (x:4) 5",
+        f"{main};WebSocket.data_received (tidings/server/websocket.py:5) 2",
+        f"{main} 1",
+        "thread (2): tidings-sqlite-writer_0;SqliteStore._commit_batch (sqlite.py:9) 4",
+        "thread (2): tidings-sqlite-writer_0;_worker (concurrent/futures/thread.py:81) 7",
+    ]
+    by_category, writer = shares(lines)
+    assert by_category["hub fan-out: ordering, folding, queue appends"] == 3
+    assert by_category["writing frames to sockets (Flusher, transport.write)"] == 5
+    assert by_category["reading and parsing client frames"] == 2
+    assert by_category[LOOP] == 1
+    assert writer == 4  # the idle wait on the work queue is not counted

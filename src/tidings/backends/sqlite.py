@@ -10,10 +10,11 @@ How a write goes:
   failing write spoils nothing else. Writes queued while a batch commits form the next
   batch. That is group commit: under load, batches grow and fsyncs stay few.
 * A batch that finds the writer idle for a while (`INLINE_AFTER_IDLE_S`) commits on the
-  event loop's thread instead. Waking a thread that has slept costs more than the commit
-  itself on a quiet machine (measured here, after 50 ms asleep: 0.76 ms p50, 2.3 ms p99
-  for the hand-off alone, against 0.5 ms for the commit), and the loop would be idle
-  anyway: the first send after a pause is acknowledged (and seen by others) sooner.
+  event loop's thread instead. Waking a thread that has slept can cost as much as the
+  commit itself (measured here after 50 ms asleep: 0.12-1.0 ms p50, up to 3 ms p99 for
+  the hand-off alone, against ~0.5 ms for the commit; `benchmarks/thread_handoff.py`),
+  and the loop would be idle anyway: a send after a pause is acknowledged (and seen by
+  others) sooner.
   Back-to-back batches still go to the thread, so under load the loop keeps serving
   while the fsync runs; and after any commit slower than `SLOW_COMMIT_S` (a disk that
   stalls), every batch goes to the thread for `SLOW_DISK_PAUSE_S`, so a slow disk never
