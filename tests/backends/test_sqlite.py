@@ -132,21 +132,32 @@ async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
         await store.head("s1")
 
 
-async def test_close_waits_for_appends_in_flight(tmp_path: Path) -> None:
-    path = str(tmp_path / "t.db")
-    store = SqliteStore(path, FakeClock())
-    await store.open()
-    await store.create_session("s1", title="T", agent="echo", owner="alice")
-    appends = [asyncio.ensure_future(store.append("s1", message(f"m{i}"))) for i in range(30)]
-    await asyncio.sleep(0)  # every append is queued
-    await store.close()
-    assert all(appended(a.result()).seq > 1 for a in appends)
+async def _head_after_reopen(path: str) -> int:
     store = SqliteStore(path, FakeClock())
     await store.open()
     try:
-        assert await store.head("s1") == 31
+        return await store.head("s1")
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("inline_after_idle_s", "inline_commits"),
+    [(3600, 1), (0, 2)],  # appends via the writer thread / inline; create_session inline
+)
+async def test_close_commits_the_appends_still_queued(
+    tmp_path: Path, inline_after_idle_s: float, inline_commits: int
+) -> None:
+    path = str(tmp_path / "t.db")
+    store = SqliteStore(path, FakeClock(), inline_after_idle_s=inline_after_idle_s)
+    await store.open()
+    await store.create_session("s1", title="T", agent="echo", owner="alice")
+    appends = [asyncio.ensure_future(store.append("s1", message(f"m{i}"))) for i in range(30)]
+    await asyncio.sleep(0)  # every append is queued, none committed yet
+    await store.close()
+    assert sorted(appended(a.result()).seq for a in appends) == list(range(2, 32))
+    assert store.inline_commits == inline_commits
+    assert await _head_after_reopen(path) == 31
 
 
 async def _append_one_by_one(store: SqliteStore, count: int) -> list[int]:
@@ -161,30 +172,7 @@ async def test_writes_after_a_pause_commit_on_the_loop_thread(tmp_path: Path) ->
     assert await _append_one_by_one(store, 50) == list(range(2, 52))
     assert store.inline_commits == store.commits == 51
     await store.close()
-    reopened = SqliteStore(path, FakeClock())
-    await reopened.open()
-    try:
-        assert await reopened.head("s1") == 51  # inline commits are as durable
-    finally:
-        await reopened.close()
-
-
-async def test_close_commits_a_batch_waiting_to_commit_inline(tmp_path: Path) -> None:
-    path = str(tmp_path / "t.db")
-    store = SqliteStore(path, FakeClock(), inline_after_idle_s=0)
-    await store.open()
-    await store.create_session("s1", title="T", agent="echo", owner="alice")
-    appends = [asyncio.ensure_future(store.append("s1", message(f"m{i}"))) for i in range(30)]
-    await asyncio.sleep(0)  # every append is queued, their inline commit not yet run
-    await store.close()
-    assert sorted(appended(a.result()).seq for a in appends) == list(range(2, 32))
-    assert store.inline_commits == 2  # create_session's, then the 30 appends' batch
-    reopened = SqliteStore(path, FakeClock())
-    await reopened.open()
-    try:
-        assert await reopened.head("s1") == 31
-    finally:
-        await reopened.close()
+    assert await _head_after_reopen(path) == 51  # inline commits are as durable
 
 
 async def test_back_to_back_writes_commit_on_the_writer_thread(tmp_path: Path) -> None:
