@@ -10,6 +10,7 @@ import pytest
 from tidings.backends.base import EventStore, StoreUnavailable
 from tidings.backends.migrations.sqlite import MIGRATIONS
 from tidings.backends.sqlite import SqliteStore
+from tidings.core.model import Appended, Conflict
 
 from .contract import EventStoreContract, FakeClock, StoreFactory, appended, message
 
@@ -213,6 +214,44 @@ async def test_after_a_slow_commit_writes_stay_off_the_loop_thread(tmp_path: Pat
             await store.append("s1", message(f"m{i}"))
         assert store.commits == 4
         assert store.inline_commits == 1
+    finally:
+        await store.close()
+
+
+async def test_a_writer_thread_job_runs_after_a_pending_inline_batch(tmp_path: Path) -> None:
+    # The writer's connection must never serve both threads at once.
+    store = SqliteStore(str(tmp_path / "t.db"), FakeClock(), inline_after_idle_s=0)
+    await store.open()
+    try:
+        await store.create_session("s1", title="T", agent="echo", owner="alice")
+        appends = [asyncio.ensure_future(store.append("s1", message(f"m{i}"))) for i in range(5)]
+        await asyncio.sleep(0)  # queued: their inline batch is scheduled, not yet run
+        assert store.commits == 1
+        assert await store._in_writer(lambda: store.commits) == 2
+        assert [appended(await a).seq for a in appends] == [2, 3, 4, 5, 6]
+    finally:
+        await store.close()
+
+
+async def test_a_write_queued_while_a_wal_checkpoint_is_due_goes_to_the_writer_thread(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(
+        str(tmp_path / "t.db"), FakeClock(), inline_after_idle_s=0, wal_checkpoint_every=1
+    )
+    await store.open()
+    try:
+        await store.create_session("s1", title="T", agent="echo", owner="alice")
+        await asyncio.sleep(0.05)  # its checkpoint is over
+        inline = store.inline_commits
+        later: list[asyncio.Future[Appended | Conflict]] = []
+        first = store.submit("s1", message("a"))
+        # Queued right after the commit that made a checkpoint due, before it starts.
+        first.add_done_callback(lambda _: later.append(store.submit("s1", message("b"))))
+        await first
+        await later[0]
+        assert store.inline_commits == inline + 1
+        assert store.wal_checkpoints >= 2
     finally:
         await store.close()
 

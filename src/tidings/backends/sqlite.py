@@ -14,13 +14,14 @@ How a write goes:
   commit itself (measured here after 50 ms asleep: 0.12-1.0 ms p50, up to 3 ms p99 for
   the hand-off alone, against ~0.5 ms for the commit; `benchmarks/thread_handoff.py`),
   and the loop would be idle anyway: a send after a pause is acknowledged (and seen by
-  others) sooner.
-  Back-to-back batches still go to the thread, so under load the loop keeps serving
-  while the fsync runs; and after any commit slower than `SLOW_COMMIT_S` (a disk that
-  stalls), every batch goes to the thread for `SLOW_DISK_PAUSE_S`, so a slow disk never
-  stalls the loop more than once per pause. For the same reason no commit checkpoints the WAL
-  (`wal_autocheckpoint = 0`): every `WAL_CHECKPOINT_EVERY` commits a PASSIVE checkpoint
-  runs as a job of its own on the writer thread.
+  others) sooner. Back-to-back batches still go to the thread, so under load the loop
+  keeps serving while the fsync runs; after any commit slower than `SLOW_COMMIT_S` (a
+  disk that stalls) every batch goes to the thread for `SLOW_DISK_PAUSE_S`, so a slow
+  disk stalls the loop at most once per pause. For the same reason no commit
+  checkpoints the WAL (`wal_autocheckpoint = 0`): every `WAL_CHECKPOINT_EVERY` commits a
+  PASSIVE checkpoint runs as a job of its own on the writer thread. The connection is
+  never used by both threads at once: an inline batch waits for no thread job, and a
+  thread job first commits a pending inline batch.
 * The writer thread owns its connection and a cache of each session's `(seq, version)`,
   read once from the row and then kept up to date. **This assumes that this store is
   the only writer of the file** (one server process per SQLite file); several processes
@@ -161,7 +162,7 @@ class SqliteStore:
         self._pending: _Batch = []
         self._flusher: asyncio.Task[None] | None = None
         self._inline: asyncio.Handle | None = None
-        self._idle_since = float("-inf")  # loop time the last batch finished
+        self._idle_since = float("-inf")  # time.monotonic() the last batch finished
         self._slow_until = float("-inf")  # time.monotonic(): no inline commit before
         self._thread_jobs = 0  # writer-thread jobs other than batches (checkpoints...)
         self._checkpointer: asyncio.Task[None] | None = None
@@ -238,6 +239,9 @@ class SqliteStore:
     async def _in_writer(self, job: Callable[[], T]) -> T:
         """Run `job` on the writer thread (never alongside an inline batch)."""
         assert self._writer is not None
+        if self._inline is not None:
+            self._inline.cancel()
+            self._commit_inline()
         self._thread_jobs += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._writer, job)
@@ -324,11 +328,12 @@ class SqliteStore:
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((write, future))
         if self._flusher is None and self._inline is None:
-            idle = loop.time() - self._idle_since
+            now = time.monotonic()
             if (
-                idle >= self.inline_after_idle_s
+                now - self._idle_since >= self.inline_after_idle_s
+                and now >= self._slow_until
                 and not self._thread_jobs
-                and time.monotonic() >= self._slow_until
+                and self._checkpointer is None
             ):
                 # Later in this loop turn, so writes queued meanwhile join the batch.
                 self._inline = loop.call_soon(self._commit_inline)
@@ -346,7 +351,7 @@ class SqliteStore:
             _fail(batch, exc)
             raise
         finally:
-            self._idle_since = asyncio.get_running_loop().time()
+            self._idle_since = time.monotonic()
         self.inline_commits += 1
         _settle(batch, results)
         self._maybe_checkpoint()
@@ -370,7 +375,7 @@ class SqliteStore:
                 self._maybe_checkpoint()
         finally:
             self._flusher = None
-            self._idle_since = loop.time()
+            self._idle_since = time.monotonic()
 
     def _maybe_checkpoint(self) -> None:
         if self.commits - self._checkpointed_at >= self.wal_checkpoint_every and (
