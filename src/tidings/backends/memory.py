@@ -21,6 +21,7 @@ from tidings.backends.rows import (
     MessageCompleted,
     MessageFailed,
     SessionChanged,
+    next_event,
     row_change,
 )
 from tidings.core.model import (
@@ -32,7 +33,6 @@ from tidings.core.model import (
     Message,
     Role,
     SessionInfo,
-    finalize_data,
 )
 
 
@@ -46,13 +46,6 @@ class _Session:
     by_client_id: dict[str, Event] = field(default_factory=dict)
     messages: dict[str, Message] = field(default_factory=dict)
     checkpoint: tuple[int, bytes] | None = None
-
-
-def _copy_json(data: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy through JSON: callers cannot mutate stored data, and what a durable
-    store could not encode fails here too."""
-    copied: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(data))
-    return copied
 
 
 def _with_offset(message: Message) -> Message:
@@ -142,20 +135,11 @@ class MemoryStore:
 
     def _commit(self, session: _Session, draft: Draft, ts: int) -> Event:
         info = session.info
-        seq = info.seq + 1
-        version = info.version + 1 if draft.kind == Kind.SESSION_UPDATED else info.version
-        data = _copy_json(finalize_data(draft.kind, draft.data, seq, ts, version))
-        event = Event(
-            session=info.id,
-            seq=seq,
-            kind=draft.kind,
-            ts=ts,
-            author=draft.author,
-            data=data,
-            client_id=draft.client_id,
-        )
+        # Through JSON like the SQL stores: callers cannot mutate stored data, and what a
+        # durable store could not encode fails here too.
+        event, version, _ = next_event(info.id, draft, info.seq, info.version, ts)
         self._apply(session, event)
-        info.seq = seq
+        info.seq = event.seq
         info.version = version
         session.events.append(event)
         if draft.client_id is not None:

@@ -42,6 +42,7 @@ from tidings.backends.rows import (
     RowChange,
     SessionChanged,
     message_of,
+    next_event,
     row_change,
     session_of,
 )
@@ -54,7 +55,6 @@ from tidings.core.model import (
     Message,
     Role,
     SessionInfo,
-    finalize_data,
 )
 
 _encode = msgspec.json.Encoder().encode
@@ -305,7 +305,7 @@ class PostgresStore:
                 results.append(Conflict(version=version))
                 continue
             try:
-                event, version, statements = _prepare(
+                event, version, row, statements = _prepare(
                     session_id, draft, seq, version, self._clock()
                 )
             except Exception as exc:  # a bad draft fails alone, before any statement
@@ -314,7 +314,7 @@ class PostgresStore:
             heads[session_id] = (event.seq, version)
             if draft.client_id is not None:
                 originals[(session_id, draft.client_id)] = event
-            inserts.append(_event_row(event))
+            inserts.append(row)
             derived.extend(statements)
             results.append(Appended(event=event, duplicate=False))
         if inserts:
@@ -530,19 +530,6 @@ class _BatchFailed(Exception):
     """A statement of a batch failed; the batch was rolled back."""
 
 
-def _event_row(event: Event) -> tuple[Any, ...]:
-    """The arguments of `_INSERT_EVENT_ONLY` for `event`."""
-    return (
-        event.session,
-        event.seq,
-        event.kind,
-        event.ts,
-        event.author,
-        event.client_id,
-        _json(event.data),
-    )
-
-
 def _runs(statements: list[_Statement]) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """Group consecutive statements with the same SQL, keeping their order."""
     runs: list[tuple[str, list[tuple[Any, ...]]]] = []
@@ -556,33 +543,21 @@ def _runs(statements: list[_Statement]) -> list[tuple[str, list[tuple[Any, ...]]
 
 def _prepare(
     session_id: str, draft: Draft, seq: int, version: int, ts: int
-) -> tuple[Event, int, list[_Statement]]:
-    """The event after `(seq, version)`, the session's new version and the statements
-    for its derived rows. Pure: a bad draft raises here, before anything is written."""
-    kind = str(draft.kind)
-    seq += 1
-    if kind == Kind.SESSION_UPDATED:
-        version += 1
-    text = _json(finalize_data(kind, draft.data, seq, ts, version))
-    data: dict[str, Any] = _decode(text)  # a private copy, as a reader would see it
-    event = Event(
-        session=session_id,
-        seq=seq,
-        kind=kind,
-        ts=ts,
-        author=draft.author,
-        data=data,
-        client_id=draft.client_id,
-    )
-    return event, version, _derived(session_id, row_change(event))
+) -> tuple[Event, int, tuple[Any, ...], list[_Statement]]:
+    """The event after `(seq, version)`, the session's new version, the arguments of its
+    insert and the statements for its derived rows. Pure: a bad draft raises here,
+    before anything is written."""
+    event, version, text = next_event(session_id, draft, seq, version, ts)
+    row = (event.session, event.seq, event.kind, event.ts, event.author, event.client_id, text)
+    return event, version, row, _derived(session_id, row_change(event))
 
 
 async def _insert_event(
     conn: asyncpg.Connection, session_id: str, draft: Draft, seq: int, version: int, ts: int
 ) -> Event:
     """Insert the event after `(seq, version)`, move the session's head, derive rows."""
-    event, version, statements = _prepare(session_id, draft, seq, version, ts)
-    await conn.execute(_INSERT_EVENT, *_event_row(event), version)
+    event, version, row, statements = _prepare(session_id, draft, seq, version, ts)
+    await conn.execute(_INSERT_EVENT, *row, version)
     for sql, args in statements:
         await conn.execute(sql, *args)
     return event

@@ -1,4 +1,5 @@
-"""Row shapes shared by the SQL stores: the columns they select and the models they build.
+"""What the stores share: the next event of a log, and the SQL stores' row shapes (the
+columns they select and the models they build).
 
 SQLite and PostgreSQL store the same tables (see `migrations/`), so a selected row maps to
 a `SessionInfo` or a `Message` the same way; only the SQL dialect differs.
@@ -11,12 +12,37 @@ from typing import Any, Final
 
 import msgspec
 
-from tidings.core.model import Event, Kind, Message, Role, SessionInfo
+from tidings.core.model import Draft, Event, Kind, Message, Role, SessionInfo, finalize_data
 
 SESSION_COLUMNS: Final = "id, title, agent, owner, created_at, seq, version, status"
 MESSAGE_COLUMNS: Final = "id, seq, role, author, content, is_code, status, created_at, error, usage"
 
+_encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
+
+
+def next_event(
+    session_id: str, draft: Draft, seq: int, version: int, ts: int
+) -> tuple[Event, int, str]:
+    """The event that follows `(seq, version)` in a session, the session's version after
+    it, and the event's `data` as the JSON text the SQL stores write. Pure: a bad draft
+    raises here, before anything is written. The event's `data` is decoded from that
+    text: a private copy, as a reader of the log would see it."""
+    kind = str(draft.kind)
+    seq += 1
+    if kind == Kind.SESSION_UPDATED:
+        version += 1
+    text = _encode(finalize_data(kind, draft.data, seq, ts, version)).decode()
+    event = Event(
+        session=session_id,
+        seq=seq,
+        kind=kind,
+        ts=ts,
+        author=draft.author,
+        data=_decode(text),
+        client_id=draft.client_id,
+    )
+    return event, version, text
 
 
 def session_of(row: Sequence[Any]) -> SessionInfo:

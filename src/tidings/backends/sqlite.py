@@ -60,6 +60,7 @@ from tidings.backends.rows import (
     RowChange,
     SessionChanged,
     message_of,
+    next_event,
     row_change,
     session_of,
 )
@@ -72,7 +73,6 @@ from tidings.core.model import (
     Message,
     Role,
     SessionInfo,
-    finalize_data,
 )
 
 T = TypeVar("T")
@@ -209,9 +209,7 @@ class SqliteStore:
         if not self._open:
             return
         self._open = False  # new writes are refused; queued ones still commit
-        if self._inline is not None:
-            self._inline.cancel()
-            self._commit_inline()
+        self._commit_pending_inline()
         while self._flusher is not None or self._checkpointer is not None:
             await asyncio.wait([t for t in (self._flusher, self._checkpointer) if t is not None])
         assert self._writer is not None
@@ -239,9 +237,7 @@ class SqliteStore:
     async def _in_writer(self, job: Callable[[], T]) -> T:
         """Run `job` on the writer thread (never alongside an inline batch)."""
         assert self._writer is not None
-        if self._inline is not None:
-            self._inline.cancel()
-            self._commit_inline()
+        self._commit_pending_inline()
         self._thread_jobs += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._writer, job)
@@ -340,6 +336,12 @@ class SqliteStore:
             else:
                 self._flusher = loop.create_task(self._flush(), name="tidings-sqlite-flush")
         return future
+
+    def _commit_pending_inline(self) -> None:
+        """Commit now an inline batch scheduled for later in this loop turn, if any."""
+        if self._inline is not None:
+            self._inline.cancel()
+            self._commit_inline()
 
     def _commit_inline(self) -> None:
         """Commit everything queued as one batch, here on the loop's thread."""
@@ -511,34 +513,20 @@ class SqliteStore:
         The dedupe is the insert itself (`ON CONFLICT DO NOTHING` on the client_id
         index): one statement instead of a lookup and an insert on the hot path.
         """
-        kind = str(draft.kind)
-        seq += 1
-        if kind == Kind.SESSION_UPDATED:
-            version += 1
-        text = _json(finalize_data(kind, draft.data, seq, ts, version))
-        data: dict[str, Any] = _decode(text)  # a private copy, as a reader would see it
-        event = Event(
-            session=session_id,
-            seq=seq,
-            kind=kind,
-            ts=ts,
-            author=draft.author,
-            data=data,
-            client_id=draft.client_id,
-        )
+        event, version, text = next_event(session_id, draft, seq, version, ts)
         derived = _derived(session_id, row_change(event))
         cursor = conn.execute(
             "INSERT INTO events (session_id, seq, kind, ts, author, client_id, data)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id, client_id)"
             " WHERE client_id IS NOT NULL DO NOTHING",
-            (session_id, seq, kind, ts, draft.author, draft.client_id, text),
+            (session_id, event.seq, event.kind, ts, draft.author, draft.client_id, text),
         )
         if cursor.rowcount == 0:
             return None
         for sql, args in derived:
             conn.execute(sql, args)
         # Only once every statement has succeeded: a failed write leaves the cache as is.
-        self._heads[session_id] = (seq, version)
+        self._heads[session_id] = (event.seq, version)
         self._dirty.add(session_id)
         return event
 
