@@ -38,17 +38,22 @@ SECRET = "test-secret-please-ignore-0123456789"
 Frame = dict[str, Any]
 
 
-def message(content: str, client_id: str | None = None, *, session: str | None = None) -> Frame:
-    """A `send` frame of a user message (a fresh client id unless one is given)."""
+def send_frame(session: str | None, kind: str, data: Any, client_id: str | None = None) -> Frame:
+    """A `send` frame (a fresh client id unless one is given; no session: none named)."""
     frame: Frame = {
         "type": "send",
-        "kind": "message",
+        "kind": kind,
         "client_id": client_id or uuid.uuid4().hex,
-        "data": {"content": content},
+        "data": data,
     }
     if session is not None:
         frame["session"] = session
     return frame
+
+
+def message(content: str, client_id: str | None = None, *, session: str | None = None) -> Frame:
+    """A `send` frame of a user message (a fresh client id unless one is given)."""
+    return send_frame(session, "message", {"content": content}, client_id)
 
 
 def make_token(user: str, *, ttl_s: int = 3600, secret: str = SECRET) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.server.harness import running_server, server_config
+from tests.server.harness import message, running_server, server_config
 from tidings.backends.memory_broker import MemoryBroker
 from tidings.server.node import Node
 
@@ -33,15 +33,7 @@ async def test_subscribers_get_every_event_once_in_order_through_a_faulty_broker
         await watcher.subscribe(sid)
         writer = await server.client("al")
         for i in range(30):
-            ack = await writer.request(
-                {
-                    "type": "send",
-                    "session": sid,
-                    "client_id": f"f{i}",
-                    "kind": "message",
-                    "data": {"content": f"m{i}"},
-                }
-            )
+            ack = await writer.request(message(f"m{i}", f"f{i}", session=sid))
             assert ack["type"] == "ack"
         # The last event (seq 31) reaches the watcher directly, 30 (dropped) through the
         # gap it reveals.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.server.harness import Server, running_server
+from tests.server.harness import Server, running_server, send_frame
 from tidings.backends.sqlite import SqliteStore
 from tidings.core.model import Event
 from tidings.server.node import wall_clock_ms
@@ -33,9 +33,7 @@ async def fill(server: Server, sid: str, count: int) -> None:
     for i in range(count):
         kind = "card.add" if i % 5 == 0 else "message"
         data = {"title": f"t{i}", "content": "c"} if kind == "card.add" else {"content": f"m{i}"}
-        ack = await client.request(
-            {"type": "send", "session": sid, "client_id": f"f{i}", "kind": kind, "data": data}
-        )
+        ack = await client.request(send_frame(sid, kind, data, f"f{i}"))
         assert ack["type"] == "ack", ack
     await client.close()
 

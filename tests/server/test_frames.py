@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.server.harness import Server
+from tests.server.harness import Server, message, send_frame
 
 
 @pytest.mark.parametrize(
@@ -56,13 +56,9 @@ async def test_a_batch_of_requests_is_answered_request_by_request(server: Server
 async def test_unknown_send_kinds_and_missing_content_are_bad_requests(server: Server) -> None:
     sid = await server.create_session("al")
     client = await server.client("al")
-    reply = await client.request(
-        {"type": "send", "session": sid, "client_id": "a", "kind": "telepathy", "data": {}}
-    )
+    reply = await client.request(send_frame(sid, "telepathy", {}, "a"))
     assert reply["code"] == "bad_request"
-    reply = await client.request(
-        {"type": "send", "session": sid, "client_id": "b", "kind": "message", "data": {}}
-    )
+    reply = await client.request(send_frame(sid, "message", {}, "b"))
     assert reply["code"] == "bad_request"
     await client.close()
 
@@ -70,14 +66,6 @@ async def test_unknown_send_kinds_and_missing_content_are_bad_requests(server: S
 async def test_a_field_over_its_limit_is_too_large(server: Server) -> None:
     sid = await server.create_session("al")
     client = await server.client("al")
-    reply = await client.request(
-        {
-            "type": "send",
-            "session": sid,
-            "client_id": "big",
-            "kind": "message",
-            "data": {"content": "x" * 40_000},
-        }
-    )
+    reply = await client.request(message("x" * 40_000, "big", session=sid))
     assert reply["code"] == "too_large"
     await client.close()

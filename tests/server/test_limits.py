@@ -21,8 +21,10 @@ from tests.server.harness import (
     create_sessions,
     fetch_events,
     make_token,
+    message,
     metric,
     running_server,
+    send_frame,
 )
 
 
@@ -50,16 +52,7 @@ async def _blast_sends(client: Client, session: str, count: int) -> set[int]:
     for i in range(count):
         request_id = 1000 + i
         ids.add(request_id)
-        await client.send(
-            {
-                "type": "send",
-                "id": request_id,
-                "session": session,
-                "client_id": f"blast-{i}",
-                "kind": "message",
-                "data": {"content": f"spam {i}"},
-            }
-        )
+        await client.send({**message(f"spam {i}", f"blast-{i}", session=session), "id": request_id})
     return ids
 
 
@@ -137,15 +130,7 @@ async def test_data_nested_deeper_than_16_is_a_bad_request_and_the_connection_st
 ) -> None:
     session = await server.create_session("al")
     client = await server.client("al")
-    reply = await client.request(
-        {
-            "type": "send",
-            "session": session,
-            "client_id": "deep",
-            "kind": "message",
-            "data": _nested(17),
-        }
-    )
+    reply = await client.request(send_frame(session, "message", _nested(17), "deep"))
     assert (reply["type"], reply["code"]) == ("error", "bad_request")
     assert (await client.request({"type": "ping"}))["type"] == "pong"
     logged = await fetch_events(server, "al", session)
@@ -156,15 +141,7 @@ async def test_data_nested_deeper_than_16_is_a_bad_request_and_the_connection_st
 async def test_data_nested_16_deep_passes_the_depth_check(server: Server) -> None:
     session = await server.create_session("al")
     client = await server.client("al")
-    reply = await client.request(
-        {
-            "type": "send",
-            "session": session,
-            "client_id": "deep",
-            "kind": "message",
-            "data": _nested(16),
-        }
-    )
+    reply = await client.request(send_frame(session, "message", _nested(16), "deep"))
     # Past the depth check, the send's own rules judge it (nested junk is no message).
     assert "nests deeper" not in reply.get("message", ""), reply
     await client.close()
@@ -196,15 +173,7 @@ async def test_blasted_sends_get_rate_limited_and_every_acked_one_is_logged(
     _assert_acked_are_logged(replies, await fetch_events(server, "al", session))
     # Waiting as told is enough for the next send to pass.
     await asyncio.sleep(max(r["retry_after_ms"] for r in refusals) / 1000)
-    reply = await client.request(
-        {
-            "type": "send",
-            "session": session,
-            "client_id": "later",
-            "kind": "message",
-            "data": {"content": "calm now"},
-        }
-    )
+    reply = await client.request(message("calm now", "later", session=session))
     assert reply["type"] == "ack"
     assert await metric(server, "tidings_rate_limited_total") == len(refusals)
     await client.close()
@@ -281,15 +250,7 @@ async def test_a_stalled_reader_is_closed_4009_while_a_healthy_subscriber_gets_e
         while sent < 400 and after_close < 5:
             client_id = f"m{sent}"
             started = time.perf_counter()
-            ack = await publisher.request(
-                {
-                    "type": "send",
-                    "session": session,
-                    "client_id": client_id,
-                    "kind": "message",
-                    "data": {"content": content},
-                }
-            )
+            ack = await publisher.request(message(content, client_id, session=session))
             assert ack["type"] == "ack", ack
             event = await healthy.next(_with_client_id(client_id))
             if closes() == 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.server.harness import Client, Server, message
+from tests.server.harness import Client, Server, message, send_frame
 from tidings.backends.memory_broker import MemoryBroker
 
 
@@ -43,13 +43,7 @@ async def test_subscribe_without_after_carries_a_snapshot(server: Server) -> Non
     client = await server.client("al")
     await client.request({**message("one"), "session": sid})
     await client.request(
-        {
-            "type": "send",
-            "session": sid,
-            "client_id": "k1",
-            "kind": "card.add",
-            "data": {"title": "Spec", "content": "abc", "source": "doc"},
-        }
+        send_frame(sid, "card.add", {"title": "Spec", "content": "abc", "source": "doc"}, "k1")
     )
     reply = await client.subscribe(sid)
     snap = reply["snapshot"]
@@ -200,39 +194,21 @@ async def test_compare_and_set_conflicts_when_the_version_moved_on(server: Serve
     client = await server.client("al")
     await client.subscribe(sid)
     ok = await client.request(
-        {
-            "type": "send",
-            "session": sid,
-            "client_id": "u1",
-            "kind": "session.update",
-            "data": {"changes": {"title": "A"}, "base_version": 0},
-        }
+        send_frame(sid, "session.update", {"changes": {"title": "A"}, "base_version": 0}, "u1")
     )
     assert ok["type"] == "ack"
     [event] = await client.events(sid, 1)
     assert event["kind"] == "session.updated"
     assert event["data"] == {"changes": {"title": "A"}, "version": 1}
     stale = await client.request(
-        {
-            "type": "send",
-            "session": sid,
-            "client_id": "u2",
-            "kind": "session.update",
-            "data": {"changes": {"title": "B"}, "base_version": 0},
-        }
+        send_frame(sid, "session.update", {"changes": {"title": "B"}, "base_version": 0}, "u2")
     )
     assert stale["type"] == "error"
     assert stale["code"] == "conflict"
     assert stale["version"] == 1
     # Without base_version, the later write wins field by field.
     await client.request(
-        {
-            "type": "send",
-            "session": sid,
-            "client_id": "u3",
-            "kind": "session.update",
-            "data": {"changes": {"status": "archived"}},
-        }
+        send_frame(sid, "session.update", {"changes": {"status": "archived"}}, "u3")
     )
     reply = await (await server.client("al")).subscribe(sid)
     assert (reply["snapshot"]["title"], reply["snapshot"]["status"]) == ("A", "archived")

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.harness import Client, Frame, Server, ServerProcess, fetch_events, make_token
+from tests.server.harness import (
+    Client,
+    Frame,
+    Server,
+    ServerProcess,
+    fetch_events,
+    make_token,
+    message,
+)
 
 
 @pytest.fixture
@@ -26,16 +34,6 @@ async def _start(children: list[ServerProcess], tmp_path: Path, **env: str) -> S
     child = ServerProcess(tmp_path, **env)
     children.append(child)
     return await child.start()
-
-
-def _send(session: str, client_id: str, content: str) -> Frame:
-    return {
-        "type": "send",
-        "session": session,
-        "client_id": client_id,
-        "kind": "message",
-        "data": {"content": content},
-    }
 
 
 def _assert_logged(acks: list[Frame], log: list[Frame]) -> None:
@@ -56,7 +54,10 @@ async def test_sigterm_closes_every_websocket_with_1001_exits_0_and_keeps_acked_
     for client in subscribers:
         await client.subscribe(session)
     not_yet_connected = await server.client()
-    acks = [await subscribers[0].request(_send(session, f"m{i}", f"hello {i}")) for i in range(10)]
+    acks = [
+        await subscribers[0].request(message(f"hello {i}", f"m{i}", session=session))
+        for i in range(10)
+    ]
 
     children[0].signal(signal.SIGTERM)
     for client in [*subscribers, not_yet_connected]:
@@ -77,7 +78,7 @@ async def test_a_kill_9_right_after_the_last_ack_loses_no_acked_event(
     client = await server.client("al")
     count = 200
     for i in range(count):  # pipelined: no send waits for the previous ack
-        await client.send({**_send(session, f"p{i}", f"fast {i}"), "id": 1000 + i})
+        await client.send({**message(f"fast {i}", f"p{i}", session=session), "id": 1000 + i})
     acks: list[Frame] = []
     while len(acks) < count:
         acks.append(await client.next(lambda f: f.get("type") in ("ack", "error")))
@@ -102,7 +103,7 @@ async def test_a_reply_cut_by_a_kill_9_is_failed_interrupted_after_a_restart(
     client = await server.client("al")
     await client.subscribe(session)
     words = " ".join(f"word{i}" for i in range(100))  # ~20 s of reply at 200 ms a word
-    ack = await client.request(_send(session, "long", words))
+    ack = await client.request(message(words, "long", session=session))
     assert ack["type"] == "ack"
     first = await client.next(lambda f: f.get("type") == "stream")
     children[0].kill()
@@ -115,9 +116,9 @@ async def test_a_reply_cut_by_a_kill_9_is_failed_interrupted_after_a_restart(
     async with restarted.http("al") as http:
         response = await http.get(f"/v1/sessions/{session}/messages/{message_id}")
     response.raise_for_status()
-    message = response.json()
-    assert message["status"] == "failed"
-    assert message["error"] == "interrupted"
+    stored = response.json()
+    assert stored["status"] == "failed"
+    assert stored["error"] == "interrupted"
     failed = [
         e for e in await fetch_events(restarted, "al", session) if e["kind"] == "message.failed"
     ]
