@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import msgspec
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 import tidings
+from tidings.protocol.asyncapi import document
 from tidings.server import http
 from tidings.server.config import Config
 from tidings.server.node import Node
@@ -44,6 +46,13 @@ def create_app(config: Config, node: Node | None = None) -> FastAPI:
     )
     app.state.node = node
     http.install(app)
+    asyncapi = msgspec.json.encode(document(tidings.__version__))
+
+    @app.get("/asyncapi.json", include_in_schema=False)
+    async def asyncapi_json() -> Response:
+        """The AsyncAPI 3 document of the WebSocket protocol (built from the frame types)."""
+        return Response(asyncapi, media_type="application/json")
+
     if (WEB_DIR / "index.html").exists():
         app.mount("/web", StaticFiles(directory=WEB_DIR, html=True), name="web")
 
