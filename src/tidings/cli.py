@@ -18,6 +18,16 @@ def _serve_flags(parser: argparse.ArgumentParser) -> None:
         if f.name in ("settings", "generated_secret"):
             continue
         flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action="store_const",
+                const="1",
+                default=None,
+                help=f"(env TIDINGS_{f.name.upper()}=1)",
+            )
+            continue
         parser.add_argument(flag, dest=f.name, default=None, help=f"(env TIDINGS_{f.name.upper()})")
 
 
@@ -59,6 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tidings.server.logs import configure
 
         configure(config.log_level)
+        if config.dev:
+            print(
+                "tidings: DEV MODE: the chat UI mints a token for any name it is given. "
+                "Never run --dev on a shared or public host.",
+                file=sys.stderr,
+            )
         if config.generated_secret:
             print(
                 f"tidings: no TIDINGS_JWT_SECRET set; signing tokens with the key in "

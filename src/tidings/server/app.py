@@ -7,23 +7,20 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import msgspec
 import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import Response
 
 import tidings
 from tidings.protocol.asyncapi import document
 from tidings.server import http
 from tidings.server.config import Config
 from tidings.server.node import Node
+from tidings.server.web import install_web
 
 log = logging.getLogger("tidings.app")
-
-WEB_DIR = Path(tidings.__file__).parent / "web"
 
 
 def create_app(config: Config, node: Node | None = None) -> FastAPI:
@@ -53,13 +50,7 @@ def create_app(config: Config, node: Node | None = None) -> FastAPI:
         """The AsyncAPI 3 document of the WebSocket protocol (built from the frame types)."""
         return Response(asyncapi, media_type="application/json")
 
-    if (WEB_DIR / "index.html").exists():
-        app.mount("/web", StaticFiles(directory=WEB_DIR, html=True), name="web")
-
-        @app.get("/", include_in_schema=False)
-        async def root() -> Response:
-            return RedirectResponse("/web/")
-
+    install_web(app, config)
     return app
 
 

@@ -46,6 +46,8 @@ class Config:
     rate_strikes: int = 50
     rate_window_ms: int = 10_000
     log_level: str = "info"
+    #: Development mode: the chat UI may mint a token for any name (never on a shared host).
+    dev: bool = False
     #: Extra settings passed to agent factories (the whole environment, by default).
     settings: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: True when `jwt_secret` was made up at start because none was configured.
@@ -110,6 +112,9 @@ _INTS = {
     "rate_window_ms",
 }
 _FLOATS = {"rate_limit", "agent_timeout_s"}
+_BOOLS = {"dev"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def _convert(name: str, raw: str) -> Any:
@@ -120,6 +125,10 @@ def _convert(name: str, raw: str) -> Any:
             return float(raw)
     except ValueError:
         raise ValueError(f"TIDINGS_{name.upper()} must be a number, not {raw!r}") from None
+    if name in _BOOLS:
+        if raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise ValueError(f"TIDINGS_{name.upper()} must be 1 or 0, not {raw!r}")
     if name in ("allowed_origins", "agents"):
         return _split(raw)
     return raw
