@@ -235,6 +235,51 @@ class EventStoreContract:
         assert len({e.data["message"]["content"] for e in events}) == 1
         assert await store.head(sid) == 2
 
+    async def test_another_authors_send_with_the_same_client_id_is_a_new_event(
+        self, store: EventStore, sid: str
+    ) -> None:
+        mine = appended(await store.append(sid, message("from alice", client_id="c1")))
+        result = await store.append(sid, message("from bob", client_id="c1", author="bob"))
+        assert isinstance(result, Appended)
+        assert not result.duplicate
+        assert result.event.seq == mine.seq + 1
+        assert result.event.author == "bob"
+        assert result.event.data["message"]["content"] == "from bob"
+        assert [e.author for e in await store.read(sid, 1)] == ["alice", "bob"]
+
+    async def test_claiming_the_client_id_another_will_use_next_swallows_nothing(
+        self, store: EventStore, sid: str
+    ) -> None:
+        appended(await store.append(sid, message("bob first", client_id="next", author="bob")))
+        result = await store.append(sid, message("alice's message", client_id="next"))
+        assert isinstance(result, Appended)
+        assert not result.duplicate
+        assert result.event.author == "alice"
+        retry = await store.append(sid, message("alice again", client_id="next"))
+        assert isinstance(retry, Appended)
+        assert retry.duplicate
+        assert retry.event == result.event
+        assert await store.head(sid) == 3
+
+    async def test_concurrent_sends_of_two_authors_with_one_client_id_store_one_each(
+        self, store: EventStore, sid: str
+    ) -> None:
+        drafts = [message(f"{a} {i}", client_id="same", author=a) for i in range(5) for a in "ab"]
+        results = await asyncio.gather(*(store.append(sid, d) for d in drafts))
+        fresh = [r.event for r in results if isinstance(r, Appended) and not r.duplicate]
+        assert sorted(e.author for e in fresh) == ["a", "b"]
+        assert await store.head(sid) == 3
+
+    async def test_find_looks_an_event_up_by_session_author_and_client_id(
+        self, store: EventStore, sid: str
+    ) -> None:
+        event = appended(await store.append(sid, message("hi", client_id="k")))
+        assert await store.find(sid, "alice", "k") == event
+        assert await store.find(sid, "bob", "k") is None
+        assert await store.find(sid, "alice", "other") is None
+        with pytest.raises(NotFound):
+            await store.find("nope", "alice", "k")
+
     async def test_client_ids_are_scoped_to_their_session(
         self, store: EventStore, sid: str
     ) -> None:

@@ -101,6 +101,39 @@ async def test_an_unreachable_server_makes_the_store_unavailable() -> None:
         await store.open()
 
 
+async def test_a_version_2_database_migrates_to_dedupe_per_author(postgres_dsn: str) -> None:
+    from tidings.backends.migrations.postgres import VERSION_TABLE
+
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute(VERSION_TABLE)
+        for script in MIGRATIONS[:2]:
+            await conn.execute(script)
+        await conn.execute("UPDATE tidings_schema SET version = 2")
+        await conn.execute(
+            "INSERT INTO sessions (id, title, agent, owner, created_at, seq, version)"
+            " VALUES ('s1', 'Old', 'echo', 'alice', 1, 1, 0);"
+            " INSERT INTO events (session_id, seq, kind, ts, author, client_id, data)"
+            " VALUES ('s1', 1, 'agent.status', 1, 'alice', 'c1', '{\"status\": \"idle\"}')"
+        )
+    finally:
+        await conn.close()
+    store = PostgresStore(postgres_dsn, FakeClock(), max_size=2)
+    await store.open()
+    try:
+        again = await store.append("s1", message("retry", client_id="c1"))
+        assert isinstance(again, Appended)
+        assert again.duplicate
+        assert again.event.seq == 1
+        other = await store.append("s1", message("bob's", client_id="c1", author="bob"))
+        assert isinstance(other, Appended)
+        assert not other.duplicate
+        assert other.event.seq == 2
+        assert await store.migrate() == len(MIGRATIONS)
+    finally:
+        await store.close()
+
+
 @pytest.fixture
 async def pg_store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
     store = PostgresStore(postgres_dsn, FakeClock(), max_size=4)

@@ -108,6 +108,43 @@ async def test_a_database_of_an_older_schema_is_migrated_with_its_data(tmp_path:
     check.close()
 
 
+async def test_a_version_2_database_migrates_to_dedupe_per_author(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path)
+    for script in MIGRATIONS[:2]:
+        conn.executescript(script)
+    conn.execute(
+        "INSERT INTO sessions (id, title, agent, owner, created_at, seq, version)"
+        " VALUES ('s1', 'Old', 'echo', 'alice', 1, 1, 0)"
+    )
+    conn.execute(
+        "INSERT INTO events (session_id, seq, kind, ts, author, client_id, data)"
+        " VALUES ('s1', 1, 'agent.status', 1, 'alice', 'c1', '{\"status\": \"idle\"}')"
+    )
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(str(path), FakeClock())
+    await store.open()
+    try:
+        again = await store.append("s1", message("retry", client_id="c1"))
+        assert isinstance(again, Appended)
+        assert again.duplicate
+        assert again.event.seq == 1
+        other = await store.append("s1", message("bob's", client_id="c1", author="bob"))
+        assert isinstance(other, Appended)
+        assert not other.duplicate
+        assert other.event.seq == 2
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+        indexes = {row[0] for row in check.execute("SELECT name FROM sqlite_master")}
+    check.close()
+    assert "events_author_client_id" in indexes
+    assert "events_client_id" not in indexes
+
+
 async def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     conn = sqlite3.connect(path)

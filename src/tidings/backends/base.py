@@ -33,9 +33,12 @@ class EventStore(Protocol):
     * **Durability.** When `append` returns, the event is committed (for SQLite, WAL with
       `synchronous=FULL`: it survives power loss). Concurrent appends may share one
       transaction and one fsync (group commit); each still gets its own result.
-    * **Idempotency.** At most one event per `(session, client_id)`: appending a draft
-      whose `client_id` is already in the session's log appends nothing and returns the
-      original event with `duplicate=True`, even if the draft differs.
+    * **Idempotency.** At most one event per `(session, author, client_id)`: appending a
+      draft whose author already stored that `client_id` in the session's log appends
+      nothing and returns the original event with `duplicate=True`, even if the draft
+      differs. Another author's draft with the same `client_id` is a new event. The
+      decision (dedupe, then compare-and-set, then the next event) is
+      `rows.decide_append`, shared by every store.
     * **Compare-and-set.** A draft with `base_version` is appended only if the session's
       version equals it; otherwise nothing is appended and `Conflict(version)` is returned.
       The duplicate check comes first: a retried CAS that had succeeded returns its
@@ -84,6 +87,10 @@ class EventStore(Protocol):
         Appends submitted one after another to one session get increasing `seq`s in
         submission order, so a connection's pipelined sends keep their order. This is the
         hot path of the server: no task per append."""
+
+    async def find(self, session_id: str, author: str, client_id: str) -> Event | None:
+        """The event stored under `(session, author, client_id)`, or None (NotFound if
+        no session). How an uncertain commit is resolved once the store answers again."""
 
     async def read(self, session_id: str, after: int, limit: int | None = None) -> list[Event]:
         """Events with `seq > after`, in `seq` order, at most `limit`."""

@@ -20,7 +20,10 @@ from tidings.backends.rows import (
     MessageAdded,
     MessageCompleted,
     MessageFailed,
+    NewEvent,
     SessionChanged,
+    decide_append,
+    dedupe_key,
     next_event,
     row_change,
 )
@@ -43,7 +46,8 @@ class _Session:
     metadata: Any = None
     members: dict[str, Role] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
-    by_client_id: dict[str, Event] = field(default_factory=dict)
+    #: Events by `rows.dedupe_key`.
+    by_key: dict[tuple[str, str, str], Event] = field(default_factory=dict)
     messages: dict[str, Message] = field(default_factory=dict)
     checkpoint: tuple[int, bytes] | None = None
 
@@ -125,26 +129,41 @@ class MemoryStore:
 
     def _append_now(self, session_id: str, draft: Draft) -> Appended | Conflict:
         session = self._session(session_id)
-        if draft.client_id is not None:
-            original = session.by_client_id.get(draft.client_id)
-            if original is not None:
-                return Appended(event=original, duplicate=True)
-        if draft.base_version is not None and draft.base_version != session.info.version:
-            return Conflict(version=session.info.version)
-        return Appended(event=self._commit(session, draft, self._clock()), duplicate=False)
+        info = session.info
+        key = dedupe_key(session_id, draft)
+        # Through JSON like the SQL stores (in `next_event`): callers cannot mutate stored
+        # data, and what a durable store could not encode fails here too.
+        decision = decide_append(
+            session_id,
+            draft,
+            seq=info.seq,
+            version=info.version,
+            original=None if key is None else session.by_key.get(key),
+            ts=self._clock(),
+        )
+        if not isinstance(decision, NewEvent):
+            return decision
+        self._store(session, key, decision.event, decision.version)
+        return Appended(event=decision.event, duplicate=False)
 
     def _commit(self, session: _Session, draft: Draft, ts: int) -> Event:
         info = session.info
-        # Through JSON like the SQL stores: callers cannot mutate stored data, and what a
-        # durable store could not encode fails here too.
         event, version, _ = next_event(info.id, draft, info.seq, info.version, ts)
-        self._apply(session, event)
-        info.seq = event.seq
-        info.version = version
-        session.events.append(event)
-        if draft.client_id is not None:
-            session.by_client_id[draft.client_id] = event
+        self._store(session, dedupe_key(info.id, draft), event, version)
         return event
+
+    def _store(
+        self, session: _Session, key: tuple[str, str, str] | None, event: Event, version: int
+    ) -> None:
+        self._apply(session, event)
+        session.info.seq = event.seq
+        session.info.version = version
+        session.events.append(event)
+        if key is not None:
+            session.by_key[key] = event
+
+    async def find(self, session_id: str, author: str, client_id: str) -> Event | None:
+        return self._session(session_id).by_key.get((session_id, author, client_id))
 
     def _apply(self, session: _Session, event: Event) -> None:
         """Update the rows derived from `event` (decided by `rows.row_change`)."""

@@ -2,12 +2,12 @@
 
 Appends to one session from any number of nodes are serialized by a row lock on the
 session (`SELECT … FOR UPDATE`), so `seq` stays gap-free. Under that lock the store
-checks the `(session, client_id)` dedupe, then the compare-and-set, then inserts the
-event and updates the derived rows, all in one transaction. Because the dedupe query
-runs after the lock is taken (READ COMMITTED: a new snapshot per statement) it sees
-every earlier append to the session; the unique index on `(session_id, client_id)`
-backs it up, and a unique violation is answered with the original event as a
-duplicate.
+looks up the `(session, author, client_id)` dedupe key, and `rows.decide_append` makes
+the decision (dedupe, then compare-and-set, then the next event); the event and its
+derived rows are written in the same transaction. Because the dedupe query runs after
+the lock is taken (READ COMMITTED: a new snapshot per statement) it sees every earlier
+append to the session; the unique index on `(session_id, author, client_id)` backs it
+up, and a unique violation is answered with the original event as a duplicate.
 
 Group commit, per node: concurrent `append` calls are queued and a single flusher runs
 everything queued as one transaction with a fixed number of round trips (lock every
@@ -39,10 +39,12 @@ from tidings.backends.rows import (
     MessageAdded,
     MessageCompleted,
     MessageFailed,
+    NewEvent,
     RowChange,
     SessionChanged,
+    decide_append,
+    dedupe_key,
     message_of,
-    next_event,
     row_change,
     session_of,
 )
@@ -201,7 +203,9 @@ class PostgresStore:
                 first = Draft(
                     kind=Kind.MEMBER_ADDED, author=owner, data={"user": owner, "role": "owner"}
                 )
-                await _insert_event(conn, session_id, first, 0, 0, now)
+                decision = decide_append(session_id, first, seq=0, version=0, original=None, ts=now)
+                assert isinstance(decision, NewEvent)
+                await _insert_event(conn, decision)
         return SessionInfo(
             id=session_id, title=title, agent=agent, owner=owner, created_at=now, seq=1
         )
@@ -275,18 +279,21 @@ class PostgresStore:
             ids,
         )
         heads: dict[str, tuple[int, int]] = {row[0]: (row[1], row[2]) for row in rows}
-        keys = [(s, d.client_id) for s, d in requests if d.client_id is not None and s in heads]
-        originals: dict[tuple[str, str], Event] = {}
+        keys = [k for s, d in requests if s in heads and (k := dedupe_key(s, d)) is not None]
+        originals: dict[tuple[str, str, str], Event] = {}
         if keys:
             found = await conn.fetch(
                 f"SELECT e.session_id, {', '.join('e.' + c for c in _EVENT_COLUMNS.split(', '))}"
-                " FROM events e JOIN unnest($1::text[], $2::text[]) AS k (sid, cid)"
-                " ON e.session_id = k.sid AND e.client_id = k.cid",
-                [s for s, _ in keys],
-                [c for _, c in keys],
+                " FROM events e JOIN unnest($1::text[], $2::text[], $3::text[])"
+                " AS k (sid, author, cid)"
+                " ON e.session_id = k.sid AND e.author = k.author AND e.client_id = k.cid",
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
             )
             for row in found:
-                originals[(row[0], row[5])] = _event_of(row[0], tuple(row)[1:])
+                event = _event_of(row[0], tuple(row)[1:])
+                originals[(row[0], event.author, row[5])] = event
         results: list[Appended | Conflict | BaseException] = []
         inserts: list[tuple[Any, ...]] = []
         derived: list[_Statement] = []
@@ -295,28 +302,30 @@ class PostgresStore:
             if head is None:
                 results.append(NotFound(f"no session {session_id!r}"))
                 continue
-            if draft.client_id is not None:
-                original = originals.get((session_id, draft.client_id))
-                if original is not None:
-                    results.append(Appended(event=original, duplicate=True))
-                    continue
+            key = dedupe_key(session_id, draft)
             seq, version = head
-            if draft.base_version is not None and draft.base_version != version:
-                results.append(Conflict(version=version))
-                continue
             try:
-                event, version, row, statements = _prepare(
-                    session_id, draft, seq, version, self._clock()
+                decision = decide_append(
+                    session_id,
+                    draft,
+                    seq=seq,
+                    version=version,
+                    original=None if key is None else originals.get(key),
+                    ts=self._clock(),
                 )
             except Exception as exc:  # a bad draft fails alone, before any statement
                 results.append(exc)
                 continue
-            heads[session_id] = (event.seq, version)
-            if draft.client_id is not None:
-                originals[(session_id, draft.client_id)] = event
+            if not isinstance(decision, NewEvent):
+                results.append(decision)
+                continue
+            row, statements = _prepare(decision)
+            heads[session_id] = (decision.event.seq, decision.version)
+            if key is not None:  # a later draft of the batch with this key is its duplicate
+                originals[key] = decision.event
             inserts.append(row)
             derived.extend(statements)
-            results.append(Appended(event=event, duplicate=False))
+            results.append(Appended(event=decision.event, duplicate=False))
         if inserts:
             await conn.executemany(_INSERT_EVENT_ONLY, inserts)
             # Derived rows in log order; runs of one statement go in one executemany.
@@ -346,10 +355,11 @@ class PostgresStore:
                     async with conn.transaction():
                         return await self._append_in_tx(conn, session_id, draft)
                 except asyncpg.UniqueViolationError:
-                    # Another node inserted the same client_id first: return its event.
-                    if draft.client_id is None:
+                    # Another node inserted the same dedupe key first: return its event.
+                    key = dedupe_key(session_id, draft)
+                    if key is None:
                         raise
-                    original = await _by_client_id(conn, session_id, draft.client_id)
+                    original = await _find(conn, *key)
                     if original is None:
                         raise
                     return Appended(event=original, duplicate=True)
@@ -362,15 +372,19 @@ class PostgresStore:
         )
         if head is None:
             raise NotFound(f"no session {session_id!r}")
-        if draft.client_id is not None:
-            original = await _by_client_id(conn, session_id, draft.client_id)
-            if original is not None:
-                return Appended(event=original, duplicate=True)
-        seq, version = head[0], head[1]
-        if draft.base_version is not None and draft.base_version != version:
-            return Conflict(version=version)
-        event = await _insert_event(conn, session_id, draft, seq, version, self._clock())
-        return Appended(event=event, duplicate=False)
+        key = dedupe_key(session_id, draft)
+        decision = decide_append(
+            session_id,
+            draft,
+            seq=head[0],
+            version=head[1],
+            original=None if key is None else await _find(conn, *key),
+            ts=self._clock(),
+        )
+        if not isinstance(decision, NewEvent):
+            return decision
+        await _insert_event(conn, decision)
+        return Appended(event=decision.event, duplicate=False)
 
     async def save_partial(self, session_id: str, message_id: str, content: str) -> None:
         pool = self._ready()
@@ -445,6 +459,14 @@ class PostgresStore:
                     await _check_session(conn, session_id)
         return [_event_of(session_id, row) for row in rows]
 
+    async def find(self, session_id: str, author: str, client_id: str) -> Event | None:
+        with _unavailable_on_failure():
+            async with self._ready().acquire() as conn:
+                found = await _find(conn, session_id, author, client_id)
+                if found is None:
+                    await _check_session(conn, session_id)
+        return found
+
     async def save_checkpoint(self, session_id: str, seq: int, state: bytes) -> None:
         pool = self._ready()
         with _unavailable_on_failure():
@@ -517,10 +539,15 @@ class PostgresStore:
         return [(row[0], row[1]) for row in rows]
 
 
-async def _by_client_id(conn: asyncpg.Connection, session_id: str, client_id: str) -> Event | None:
+async def _find(
+    conn: asyncpg.Connection, session_id: str, author: str, client_id: str
+) -> Event | None:
+    """The event stored under the dedupe key `(session_id, author, client_id)`, if any."""
     row = await conn.fetchrow(
-        f"SELECT {_EVENT_COLUMNS} FROM events WHERE session_id = $1 AND client_id = $2",
+        f"SELECT {_EVENT_COLUMNS} FROM events"
+        " WHERE session_id = $1 AND author = $2 AND client_id = $3",
         session_id,
+        author,
         client_id,
     )
     return None if row is None else _event_of(session_id, row)
@@ -541,26 +568,19 @@ def _runs(statements: list[_Statement]) -> list[tuple[str, list[tuple[Any, ...]]
     return runs
 
 
-def _prepare(
-    session_id: str, draft: Draft, seq: int, version: int, ts: int
-) -> tuple[Event, int, tuple[Any, ...], list[_Statement]]:
-    """The event after `(seq, version)`, the session's new version, the arguments of its
-    insert and the statements for its derived rows. Pure: a bad draft raises here,
-    before anything is written."""
-    event, version, text = next_event(session_id, draft, seq, version, ts)
-    row = (event.session, event.seq, event.kind, event.ts, event.author, event.client_id, text)
-    return event, version, row, _derived(session_id, row_change(event))
+def _prepare(new: NewEvent) -> tuple[tuple[Any, ...], list[_Statement]]:
+    """The arguments of the event's insert and the statements for its derived rows."""
+    event = new.event
+    row = (event.session, event.seq, event.kind, event.ts, event.author, event.client_id, new.text)
+    return row, _derived(event.session, row_change(event))
 
 
-async def _insert_event(
-    conn: asyncpg.Connection, session_id: str, draft: Draft, seq: int, version: int, ts: int
-) -> Event:
-    """Insert the event after `(seq, version)`, move the session's head, derive rows."""
-    event, version, row, statements = _prepare(session_id, draft, seq, version, ts)
-    await conn.execute(_INSERT_EVENT, *row, version)
+async def _insert_event(conn: asyncpg.Connection, new: NewEvent) -> None:
+    """Insert the event, move the session's head, derive rows."""
+    row, statements = _prepare(new)
+    await conn.execute(_INSERT_EVENT, *row, new.version)
     for sql, args in statements:
         await conn.execute(sql, *args)
-    return event
 
 
 async def _check_session(conn: asyncpg.Connection, session_id: str) -> None:

@@ -1,5 +1,5 @@
-"""What the stores share: the next event of a log, and the SQL stores' row shapes (the
-columns they select and the models they build).
+"""What the stores share: the append decision (dedupe, compare-and-set, next event), and
+the SQL stores' row shapes (the columns they select and the models they build).
 
 SQLite and PostgreSQL store the same tables (see `migrations/`), so a selected row maps to
 a `SessionInfo` or a `Message` the same way; only the SQL dialect differs.
@@ -12,7 +12,17 @@ from typing import Any, Final
 
 import msgspec
 
-from tidings.core.model import Draft, Event, Kind, Message, Role, SessionInfo, finalize_data
+from tidings.core.model import (
+    Appended,
+    Conflict,
+    Draft,
+    Event,
+    Kind,
+    Message,
+    Role,
+    SessionInfo,
+    finalize_data,
+)
 
 SESSION_COLUMNS: Final = "id, title, agent, owner, created_at, seq, version, status"
 MESSAGE_COLUMNS: Final = "id, seq, role, author, content, is_code, status, created_at, error, usage"
@@ -43,6 +53,55 @@ def next_event(
         client_id=draft.client_id,
     )
     return event, version, text
+
+
+#: What identifies one logical action in a session's log: `(session, author, client_id)`.
+#: Keyed by author too, so that one member can never claim (or swallow) another's send.
+DedupeKey = tuple[str, str, str]
+
+
+def dedupe_key(session_id: str, draft: Draft) -> DedupeKey | None:
+    """The key a draft is deduplicated by, or None for a draft without a client id."""
+    if draft.client_id is None:
+        return None
+    return (session_id, draft.author, draft.client_id)
+
+
+class NewEvent(msgspec.Struct, frozen=True):
+    """The decision to append `event`: the session's version after it, and its `data` as
+    the JSON text the SQL stores write."""
+
+    event: Event
+    version: int
+    text: str
+
+
+def decide_append(
+    session_id: str,
+    draft: Draft,
+    *,
+    seq: int,
+    version: int,
+    original: Event | None,
+    ts: int,
+) -> Appended | Conflict | NewEvent:
+    """The one append decision every store makes, in this order:
+
+    1. dedupe: `original` (the event already stored under the draft's `dedupe_key`, which
+       the store looked up) is answered again as a duplicate, even if the draft differs
+       and even if its compare-and-set would now fail (a retried CAS that had succeeded
+       gets its original event, not a conflict);
+    2. compare-and-set: a `base_version` other than the session's `version` is a conflict;
+    3. otherwise the event after `(seq, version)`.
+
+    Pure: a store only looks up `original` and writes a `NewEvent`. A bad draft raises
+    here (from `next_event`), before anything is written."""
+    if original is not None:
+        return Appended(event=original, duplicate=True)
+    if draft.base_version is not None and draft.base_version != version:
+        return Conflict(version=version)
+    event, version, text = next_event(session_id, draft, seq, version, ts)
+    return NewEvent(event=event, version=version, text=text)
 
 
 def session_of(row: Sequence[Any]) -> SessionInfo:

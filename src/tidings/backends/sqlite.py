@@ -57,10 +57,12 @@ from tidings.backends.rows import (
     MessageAdded,
     MessageCompleted,
     MessageFailed,
+    NewEvent,
     RowChange,
     SessionChanged,
+    decide_append,
+    dedupe_key,
     message_of,
-    next_event,
     row_change,
     session_of,
 )
@@ -484,51 +486,34 @@ class SqliteStore:
         self, conn: sqlite3.Connection, session_id: str, draft: Draft
     ) -> Appended | Conflict:
         seq, version = self._head(conn, session_id)
-        if draft.client_id is not None and draft.base_version is not None:
-            # Dedupe before the compare-and-set: a retried CAS gets its original event.
-            original = _by_client_id(conn, session_id, draft.client_id)
-            if original is not None:
-                return Appended(event=original, duplicate=True)
-        if draft.base_version is not None and draft.base_version != version:
-            return Conflict(version=version)
-        event = self._insert_event(conn, session_id, draft, seq, version, self._clock())
-        if event is None:  # the insert met the client_id already in the log
-            original = _by_client_id(conn, session_id, draft.client_id or "")
-            assert original is not None
-            return Appended(event=original, duplicate=True)
-        return Appended(event=event, duplicate=False)
-
-    def _insert_event(
-        self,
-        conn: sqlite3.Connection,
-        session_id: str,
-        draft: Draft,
-        seq: int,
-        version: int,
-        ts: int,
-    ) -> Event | None:
-        """Insert the event after `(seq, version)` and its derived rows; None (and
-        nothing written) when its client_id is already in the session's log.
-
-        The dedupe is the insert itself (`ON CONFLICT DO NOTHING` on the client_id
-        index): one statement instead of a lookup and an insert on the hot path.
-        """
-        event, version, text = next_event(session_id, draft, seq, version, ts)
-        derived = _derived(session_id, row_change(event))
-        cursor = conn.execute(
-            "INSERT INTO events (session_id, seq, kind, ts, author, client_id, data)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id, client_id)"
-            " WHERE client_id IS NOT NULL DO NOTHING",
-            (session_id, event.seq, event.kind, ts, draft.author, draft.client_id, text),
+        key = dedupe_key(session_id, draft)
+        decision = decide_append(
+            session_id,
+            draft,
+            seq=seq,
+            version=version,
+            original=None if key is None else _find(conn, *key),
+            ts=self._clock(),
         )
-        if cursor.rowcount == 0:
-            return None
+        if not isinstance(decision, NewEvent):
+            return decision
+        self._insert_event(conn, decision)
+        return Appended(event=decision.event, duplicate=False)
+
+    def _insert_event(self, conn: sqlite3.Connection, new: NewEvent) -> None:
+        """Insert the event and its derived rows, and move the cached head on."""
+        event = new.event
+        derived = _derived(event.session, row_change(event))
+        conn.execute(
+            "INSERT INTO events (session_id, seq, author, client_id, kind, ts, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (*_event_key(event), event.kind, event.ts, new.text),
+        )
         for sql, args in derived:
             conn.execute(sql, args)
         # Only once every statement has succeeded: a failed write leaves the cache as is.
-        self._heads[session_id] = (event.seq, version)
-        self._dirty.add(session_id)
-        return event
+        self._heads[event.session] = (event.seq, new.version)
+        self._dirty.add(event.session)
 
     # -- writes ----------------------------------------------------------------------
 
@@ -548,7 +533,9 @@ class SqliteStore:
             first = Draft(
                 kind=Kind.MEMBER_ADDED, author=owner, data={"user": owner, "role": "owner"}
             )
-            self._insert_event(conn, session_id, first, 0, 0, now)
+            decision = decide_append(session_id, first, seq=0, version=0, original=None, ts=now)
+            assert isinstance(decision, NewEvent)
+            self._insert_event(conn, decision)
             return SessionInfo(
                 id=session_id, title=title, agent=agent, owner=owner, created_at=now, seq=1
             )
@@ -671,6 +658,15 @@ class SqliteStore:
 
         return await self._read(read)
 
+    async def find(self, session_id: str, author: str, client_id: str) -> Event | None:
+        def read(conn: sqlite3.Connection) -> Event | None:
+            found = _find(conn, session_id, author, client_id)
+            if found is None:
+                _check_session(conn, session_id)
+            return found
+
+        return await self._read(read)
+
     async def save_checkpoint(self, session_id: str, seq: int, state: bytes) -> None:
         def write(conn: sqlite3.Connection) -> None:
             _check_session(conn, session_id)
@@ -758,10 +754,16 @@ def _check_message(conn: sqlite3.Connection, session_id: str, message_id: str) -
         raise NotFound(f"no message {message_id!r} in session {session_id!r}")
 
 
-def _by_client_id(conn: sqlite3.Connection, session_id: str, client_id: str) -> Event | None:
+def _event_key(event: Event) -> tuple[str, int, str, str | None]:
+    return (event.session, event.seq, event.author, event.client_id)
+
+
+def _find(conn: sqlite3.Connection, session_id: str, author: str, client_id: str) -> Event | None:
+    """The event stored under the dedupe key `(session_id, author, client_id)`, if any."""
     row = conn.execute(
-        "SELECT seq, kind, ts, author, data FROM events WHERE session_id = ? AND client_id = ?",
-        (session_id, client_id),
+        "SELECT seq, kind, ts, data FROM events"
+        " WHERE session_id = ? AND author = ? AND client_id = ?",
+        (session_id, author, client_id),
     ).fetchone()
     if row is None:
         return None
@@ -770,8 +772,8 @@ def _by_client_id(conn: sqlite3.Connection, session_id: str, client_id: str) -> 
         seq=row[0],
         kind=row[1],
         ts=row[2],
-        author=row[3],
-        data=_decode(row[4]),
+        author=author,
+        data=_decode(row[3]),
         client_id=client_id,
     )
 

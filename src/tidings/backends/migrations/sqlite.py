@@ -67,4 +67,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         state BLOB NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 3: idempotency per author: one event per (session, author, client_id), so that a
+    # member sending with another's client id gets an event of their own (the old index,
+    # one per (session, client_id), is stricter: existing rows satisfy the new one).
+    """
+    DROP INDEX events_client_id;
+    CREATE UNIQUE INDEX events_author_client_id ON events (session_id, author, client_id)
+        WHERE client_id IS NOT NULL;
+    """,
 )
