@@ -91,9 +91,13 @@ HTTP_MATRIX: dict[tuple[str, str], dict[Role, int]] = {
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
-    # The browser client, when built: a redirect to it, and its static files.
-    ("GET", "/"): _verdicts(307, 307, 307, 307, 307),
-    ("MOUNT", "/web"): PUBLIC,
+    # The browser client, when built: its page, service worker and static files.
+    ("GET", "/"): PUBLIC,
+    ("GET", "/sw.js"): PUBLIC,
+    ("MOUNT", "/static"): PUBLIC,
+    ("GET", "/v1/dev"): PUBLIC,
+    # Dev sign-in mints a token for any name: off unless the server runs with --dev.
+    ("POST", "/v1/dev/token"): _verdicts(404, 404, 404, 404, 404),
 }
 
 
@@ -257,8 +261,11 @@ def _http_calls(world: World) -> dict[tuple[str, str], Call]:
         headers = {"Authorization": f"Bearer {make_token(USER[role])}"} if role in USER else {}
         return await raw_status(world.server, f"{base}/sse", headers)
 
-    async def mount(http: httpx.AsyncClient, role: Role) -> int:
-        return (await http.get("/web/")).status_code
+    async def static(http: httpx.AsyncClient, role: Role) -> int:
+        return (await http.get("/static/index.html")).status_code
+
+    async def dev_token(http: httpx.AsyncClient, role: Role) -> int:
+        return (await http.post("/v1/dev/token", json={"name": "olga"})).status_code
 
     return {
         ("POST", "/v1/sessions"): create,
@@ -273,7 +280,8 @@ def _http_calls(world: World) -> dict[tuple[str, str], Call]:
             f"{base}/messages/{world.message_id}"
         ),
         ("GET", "/v1/sessions/{session_id}/sse"): sse,
-        ("MOUNT", "/web"): mount,
+        ("MOUNT", "/static"): static,
+        ("POST", "/v1/dev/token"): dev_token,
         **{
             ("GET", path): get(path)
             for path in (
@@ -286,6 +294,8 @@ def _http_calls(world: World) -> dict[tuple[str, str], Call]:
                 "/docs/oauth2-redirect",
                 "/redoc",
                 "/",
+                "/sw.js",
+                "/v1/dev",
             )
         },
     }
