@@ -88,6 +88,8 @@ export class ProductionRealTimeTester {
     this.open = [];
     /** @type {string | null} */
     this.sessionId = null;
+    /** @type {string | null} */
+    this.replySessionId = null;
   }
 
   /** @param {Tap} [tap] */
@@ -108,8 +110,10 @@ export class ProductionRealTimeTester {
     const started = new Date().toISOString();
     const t0 = performance.now();
     const owner = await this.client();
-    const info = await owner.createSession(`probe ${started}`, { agent: "echo" });
-    this.sessionId = info.id;
+    // One session without an assistant for the traffic checks, one with the echo
+    // assistant for the mid-reply recovery check (replies would skew the others' timing).
+    this.sessionId = (await owner.createSession(`probe ${started}`, { agent: "none" })).id;
+    this.replySessionId = (await owner.createSession(`probe ${started} (replies)`, { agent: "echo" })).id;
     /** @type {any[]} */
     const checks = [];
     const names = ["latency", "frequency", "races", "leaks", "recovery", "stability", "ordering", "concurrency"];
@@ -127,8 +131,10 @@ export class ProductionRealTimeTester {
       checks.push(check);
     }
     try {
-      const session = await owner.join(this.sessionId);
-      await session.update({ title: `probe ${started} (done)`, status: "archived" }).confirmed;
+      for (const id of [this.sessionId, this.replySessionId]) {
+        const session = await owner.join(id);
+        await session.update({ status: "archived" }).confirmed;
+      }
     } catch {
       // The report matters more than the clean-up.
     }
@@ -229,7 +235,7 @@ export class ProductionRealTimeTester {
 
   /** A forced disconnect mid-reply resumes with nothing lost or doubled. @param {any} check */
   async recovery(check) {
-    const id = /** @type {string} */ (this.sessionId);
+    const id = /** @type {string} */ (this.replySessionId);
     const tap = new Tap();
     const client = await this.client(tap);
     const session = await client.join(id);
@@ -237,24 +243,23 @@ export class ProductionRealTimeTester {
     const start = performance.now();
     const handle = session.sendMessage(text);
     await handle.confirmed;
+    const replyOf = () => session.getSnapshot().messages.find((m) => m.role === "assistant" && (m.seq ?? 0) > (handle.seq ?? 0));
     await until(() => tap.streams.length > 0, 5000, "the reply to start streaming");
+    const cutAt = replyOf()?.content.length ?? 0;
     client.link?.ws.close(4000, "forced by the recovery check");
-    await until(
-      () => session.getSnapshot().messages.some((m) => m.role === "assistant" && m.status !== "streaming" && (m.seq ?? 0) > (handle.seq ?? 0)),
-      this.thresholds.recovery_ms,
-      "the reply to end after the reconnect",
-    );
-    const reply = session.getSnapshot().messages.find((m) => m.role === "assistant" && (m.seq ?? 0) > (handle.seq ?? 0));
-    const mine = session.getSnapshot().messages.filter((m) => m.content === text);
-    const ids = session.getSnapshot().messages.map((m) => m.id);
+    await until(() => (replyOf()?.status ?? "streaming") !== "streaming", this.thresholds.recovery_ms, "the reply to end after the reconnect");
+    const reply = replyOf();
+    const snapshot = session.getSnapshot();
+    const ids = snapshot.messages.map((m) => m.id);
     check.figures = {
       recovered_ms: round(performance.now() - start),
-      reply_ok: reply?.content === `echo: ${text}`,
-      copies_of_message: mine.length,
+      cut_after_chars: cutAt,
+      reply_ok: reply?.content === `echo: ${text}` && reply?.status === "complete",
+      copies_of_message: snapshot.messages.filter((m) => m.content === text).length,
       duplicate_ids: ids.length - new Set(ids).size,
     };
     check.threshold = { recovery_ms: this.thresholds.recovery_ms };
-    check.ok = check.figures.reply_ok && mine.length === 1 && check.figures.duplicate_ids === 0;
+    check.ok = check.figures.reply_ok && check.figures.copies_of_message === 1 && check.figures.duplicate_ids === 0;
   }
 
   /** Long-lived connections stay up and answer heartbeats on time. @param {any} check */
