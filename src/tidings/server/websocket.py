@@ -204,6 +204,12 @@ class WebSocket(asyncio.Protocol):
         origin = request.headers.get("Origin")
         if not node.origin_allowed(origin, request.headers.get("Host")):
             node.metrics.origin_refused.inc()
+            log.warning(
+                "refused a WebSocket upgrade from origin %r: not same-origin (Host %r) and "
+                "not in TIDINGS_ALLOWED_ORIGINS",
+                origin,
+                request.headers.get("Host"),
+            )
             self._reject(403, "origin not allowed\n")
             return
         response = self.protocol.accept(request)
