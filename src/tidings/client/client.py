@@ -1,13 +1,14 @@
 """The connection: one WebSocket (or the HTTP fallback) shared by every joined session.
 
-A supervisor task owns the link. It connects, resubscribes every session from its
-replica's seq, re-sends every unacknowledged send with its original client id (the
-server keeps one event per client id, so a retry is exactly once), and reads until the
-link fails; then it waits (exponential backoff, full jitter) and starts again. After
-`fallback_after` failed attempts in a row it also starts the HTTP fallback — sends over
-`POST …/events`, receives over long-poll or SSE — and keeps trying the WebSocket; when
-one opens, the fallback is stopped first and the WebSocket resumes from the replica's seq,
-so nothing is missed and the replica drops whatever arrives twice.
+This is the asyncio adapter over the sans-I/O core (`client/protocol.py`): it owns the
+tasks and sockets and does what the core decides. A supervisor task owns the link. It
+connects, resubscribes every session from its replica's seq, re-sends every
+unacknowledged send with its original client id (the server keeps one event per client
+id, so a retry is exactly once), and reads until the link fails; then it waits
+(exponential backoff, full jitter) and starts again. After `fallback_after` failed
+attempts in a row it also starts the HTTP fallback (`client/fallback.py`) and keeps trying
+the WebSocket; when one opens, the fallback is stopped first and the WebSocket resumes
+from the replica's seq, so nothing is missed and the replica drops whatever arrives twice.
 
 Every frame is handled synchronously, in arrival order, by the reader: a `subscribed`
 snapshot is loaded before the events that follow it are looked at.
@@ -17,127 +18,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, TypeVar
 
-import jwt
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.typing import Subprotocol
 
-import tidings
 from tidings.client.backoff import Backoff
 from tidings.client.errors import AuthError, OfflineQueueFull, TidingsError
+from tidings.client.fallback import HttpFallback
 from tidings.client.http_api import HttpApi
-from tidings.client.session import Session
-from tidings.protocol.client_frames import (
-    Frame,
-    decode_server_frames,
-    encode_request,
-    send_frame,
-    subscribe_frame,
+from tidings.client.link import Link, heartbeat_loop, open_link, read_loop, write_loop
+from tidings.client.options import Options
+from tidings.client.protocol import (
+    Action,
+    ConnectionMachine,
+    ConnectionState,
+    Input,
+    Route,
+    Transition,
+    close_error,
+    refresh_delay,
+    resume_after,
+    route,
 )
+from tidings.client.session import Session
+from tidings.client.urls import http_url_of, token_claims, token_user, ws_url_of
+from tidings.protocol.client_frames import Frame
 
 log = logging.getLogger("tidings.client")
 
 T = TypeVar("T")
 TokenProvider = Callable[[], Awaitable[str]]
 
-#: Close codes after which retrying cannot help: the client stops and reports.
-FATAL_CLOSE_CODES = frozenset({4001, 4003})
-#: Send errors that are worth retrying as they are.
-RETRYABLE_CODES = frozenset({"rate_limited", "unavailable"})
 TASK_PREFIX = "tidings-client:"
+#: Pause after a refused token refresh before trying again.
+REFRESH_RETRY_S = 1.0
 
-
-class ConnectionState(StrEnum):
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    RECONNECTING = "reconnecting"
-    FALLBACK = "fallback"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Options:
-    """Tuning knobs of `connect` (every one has a sensible default)."""
-
-    http_url: str | None = None
-    reconnect_base_s: float = 0.5
-    reconnect_cap_s: float = 30.0
-    #: Failed connection attempts in a row before the HTTP fallback starts (None: never).
-    fallback_after: int | None = 5
-    #: How the fallback receives: `poll` (long-poll `GET …/events`) or `sse`.
-    fallback_receive: Literal["poll", "sse"] = "poll"
-    poll_wait_s: float = 20.0
-    #: Sends without an outcome at most (queued offline or in flight).
-    max_queue: int = 1000
-    debounce_s: float = 0.05
-    #: Heartbeat period; None takes the server's `heartbeat_ms`.
-    heartbeat_s: float | None = None
-    open_timeout_s: float = 10.0
-    request_timeout_s: float = 10.0
-    client_name: str = f"tidings-py/{tidings.__version__}"
-
-    def __post_init__(self) -> None:
-        if self.max_queue < 1:
-            raise ValueError("max_queue must be at least 1")
-        if self.fallback_after is not None and self.fallback_after < 1:
-            raise ValueError("fallback_after must be at least 1 (or None)")
-        if self.fallback_receive not in ("poll", "sse"):
-            raise ValueError("fallback_receive is 'poll' or 'sse'")
-
-
-@dataclass(eq=False)
-class _Link:
-    """One open WebSocket and what belongs to it alone."""
-
-    ws: ClientConnection
-    heartbeat_s: float
-    outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
-    live: bool = False
-    sent: set[str] = field(default_factory=set)
-    subscribed: set[str] = field(default_factory=set)
-    sends: dict[int, tuple[str, str]] = field(default_factory=dict)
-    waiters: dict[int, asyncio.Future[Frame]] = field(default_factory=dict)
-    last_rx: float = field(default_factory=time.monotonic)
-    ping_out: bool = False
-
-    def write(self, frame: Frame) -> None:
-        self.outbox.put_nowait(encode_request(frame))
-
-
-def ws_url_of(url: str) -> str:
-    """`http://h:p` → `ws://h:p/v1/ws`; a ws(s) URL is kept (its path defaults too)."""
-    parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("ws", "wss"):
-        raise ValueError(f"not a WebSocket or HTTP URL: {url!r}")
-    path = parts.path if parts.path not in ("", "/") else "/v1/ws"
-    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
-
-
-def http_url_of(ws_url: str) -> str:
-    """The origin of a ws(s) URL, as http(s)."""
-    parts = urlsplit(ws_url)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    return urlunsplit((scheme, parts.netloc, "", "", ""))
-
-
-def token_claims(token: str) -> dict[str, Any]:
-    """The claims of a JWT, unverified (the server verifies; we only read `exp`, `sub`)."""
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.InvalidTokenError:
-        return {}
-    return claims if isinstance(claims, dict) else {}
+__all__ = ["TASK_PREFIX", "Client", "ConnectionState", "Options", "TokenProvider", "connect"]
 
 
 class Client:
@@ -156,11 +77,10 @@ class Client:
         self.options = options or Options()
         self.url = ws_url_of(url)
         self.http_url = self.options.http_url or http_url_of(self.url)
-        self._static_token = token
         self._provider = token_provider
         self._token = token or ""
-        self.user: str | None = str(token_claims(token).get("sub") or "") or None if token else None
-        self.state = ConnectionState.CONNECTING
+        self.user: str | None = token_user(token) if token else None
+        self.machine = ConnectionMachine(fallback_after=self.options.fallback_after)
         self.error: TidingsError | None = None
         self.closing = False
         self.sessions: dict[str, Session] = {}
@@ -169,14 +89,20 @@ class Client:
         )
         self.backoff = Backoff(self.options.reconnect_base_s, self.options.reconnect_cap_s)
         self._ids = itertools.count(1)
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._state_callbacks: list[Callable[[ConnectionState], Any]] = []
         self._state_changed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._supervisor: asyncio.Task[None] | None = None
-        self._fallback: list[asyncio.Task[None]] = []
-        self._fallback_wakeup = asyncio.Event()
-        self.reconnects = 0
+        self._fallback = HttpFallback(self)
+
+    @property
+    def state(self) -> ConnectionState:
+        return self.machine.state
+
+    @property
+    def reconnects(self) -> int:
+        return self.machine.reconnects
 
     # ------------------------------------------------------------ life cycle
 
@@ -189,7 +115,8 @@ class Client:
 
     async def start(self) -> None:
         """Start connecting; returns once connected, in fallback, or failed (raises)."""
-        self._supervisor = self._spawn(self._supervise(), "supervisor")
+        self._move(Input.START)
+        self._supervisor = self.spawn(self._supervise(), "supervisor")
         await self.wait_for(
             ConnectionState.CONNECTED, ConnectionState.FALLBACK, ConnectionState.CLOSED
         )
@@ -203,9 +130,9 @@ class Client:
         if self.closing and self.state is ConnectionState.CLOSED and not self._tasks:
             return
         self.closing = True
-        for task in [self._supervisor, *self._fallback]:
-            if task is not None:
-                task.cancel()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        self._fallback.cancel()
         for session in list(self.sessions.values()):
             await session.close()
             session.fail(self.error or TidingsError("closed", "the client was closed"))
@@ -214,12 +141,15 @@ class Client:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.api.aclose()
-        self._set_state(ConnectionState.CLOSED)
+        self._move(Input.CLOSE)
 
     def _stopping(self) -> bool:
+        # A method, not the attribute: `close()` sets it while the supervisor awaits, which
+        # a type checker narrowing `self.closing` inside the loop cannot see.
         return self.closing
 
-    def _spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+        """Run `coro` as one of the client's tasks (cancelled on close)."""
         task = asyncio.get_running_loop().create_task(coro, name=TASK_PREFIX + name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -237,20 +167,28 @@ class Client:
         self._state_callbacks.append(callback)
         return lambda: self._state_callbacks.remove(callback)
 
-    def _set_state(self, state: ConnectionState) -> None:
-        if state is self.state:
+    def _apply(self, before: ConnectionState, transition: Transition) -> None:
+        """Do what a transition of the machine asks, then tell the state's watchers."""
+        for action in transition.actions:
+            if action is Action.START_FALLBACK:
+                self._fallback.start()
+            elif action is Action.STOP_FALLBACK:
+                self._fallback.cancel()
+            elif action is Action.FAIL_EVERYTHING:
+                self._fail_everything()
+        if transition.to is before:
             return
-        if self.state is ConnectionState.CLOSED:
-            return
-        log.debug("connection state: %s → %s", self.state, state)
-        self.state = state
+        log.debug("connection state: %s → %s", before, transition.to)
         self._state_changed.set()
         self._state_changed = asyncio.Event()
         for callback in list(self._state_callbacks):
             try:
-                callback(state)
+                callback(transition.to)
             except Exception:
                 log.exception("an on_state callback failed")
+
+    def _move(self, input: Input) -> None:
+        self._apply(self.state, self.machine.on(input))
 
     async def wait_for(self, *states: ConnectionState, timeout: float | None = None) -> None:
         """Wait until the connection state is one of `states`."""
@@ -260,16 +198,17 @@ class Client:
                     raise self.error or TidingsError("closed", "the client is closed")
                 await self._state_changed.wait()
 
-    def _fail(self, error: TidingsError) -> None:
+    def _refuse(self, error: TidingsError) -> None:
         """Stop for good (4001/4003): surface `error` everywhere."""
         log.warning("the connection cannot go on: %s", error)
         self.error = error
+        self._move(Input.REFUSED)
+
+    def _fail_everything(self) -> None:
+        error = self.error or TidingsError("closed", "the client was closed")
         for session in self.sessions.values():
             session.fail(error)
-            self._spawn(session.feed.close(), "feed close")
-        for task in self._fallback:
-            task.cancel()
-        self._set_state(ConnectionState.CLOSED)
+            self.spawn(session.feed.close(), "feed close")
 
     # ------------------------------------------------------------ tokens
 
@@ -277,7 +216,7 @@ class Client:
         if self._provider is not None:
             self._token = await self._provider()
             if self.user is None:
-                self.user = str(token_claims(self._token).get("sub") or "") or None
+                self.user = token_user(self._token)
         return self._token
 
     async def _http_token(self, fresh: bool) -> str:
@@ -297,73 +236,71 @@ class Client:
             self.sessions[session_id] = session
             link = self._link
             if link is not None and link.live:
-                link.subscribed.add(session_id)
-                self._spawn(self._subscribe(link, session), f"subscribe {session_id}")
-            elif self._fallback:
-                self._fallback.append(
-                    self._spawn(self._receive_http(session), f"receive {session_id}")
-                )
+                self.spawn(self._subscribe(link, session), f"subscribe {session_id}")
+            elif self._fallback.running:
+                self._fallback.add(session)
         error = await asyncio.shield(session.ready)
         if error is not None:
-            if self.sessions.get(session_id) is session:
-                del self.sessions[session_id]
+            self._forget(session)
             await session.close()
             raise error
         return session
 
-    async def _leave(self, session: Session) -> None:
+    def _forget(self, session: Session) -> None:
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
+
+    def drop(self, session: Session, error: TidingsError) -> None:
+        """`session` can go on no more (refused, or removed from it): fail and forget it."""
+        session.fail(error)
+        self._forget(session)
+
+    async def leave(self, session: Session) -> None:
+        """Unsubscribe `session` (what `Session.leave` calls)."""
+        self._forget(session)
         link = self._link
         if link is not None and link.live:
-            link.write({"type": "unsubscribe", "id": next(self._ids), "session": session.id})
+            link.write(link.core.unsubscribe(session.id))
         await session.close()
 
-    async def _subscribe(self, link: _Link, session: Session) -> None:
-        replica = session.replica
-        request_id = next(self._ids)
-        waiter = asyncio.get_running_loop().create_future()
-        link.waiters[request_id] = waiter
-        after = replica.seq if replica.loaded else None
-        link.write(subscribe_frame(request_id, session.id, after))
+    async def _subscribe(self, link: Link, session: Session) -> None:
+        waiter: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        link.write(link.core.subscribe(session.id, resume_after(session.replica), waiter))
         reply = await waiter
         if reply.get("type") == "error":
             error = TidingsError.from_frame(reply)
             if error.code == "connection":
                 return  # the next link resubscribes
-            session.fail(error)
-            if self.sessions.get(session.id) is session:
-                del self.sessions[session.id]
+            self.drop(session, error)
 
-    # ------------------------------------------------------------ sends
+    # ------------------------------------------------------------ sends (for Session)
 
-    def _check_queue(self) -> None:
+    def check_queue(self) -> None:
+        """Raise when no send may be queued: closed, or `max_queue` without an outcome."""
         if self.closing or self.state is ConnectionState.CLOSED:
             raise self.error or TidingsError("closed", "the client is closed")
         waiting = sum(len(s.outgoing) for s in self.sessions.values())
         if waiting >= self.options.max_queue:
             raise OfflineQueueFull(self.options.max_queue)
 
-    def _queue_send(self, session: Session, client_id: str) -> None:
+    def queue_send(self, session: Session, client_id: str) -> None:
+        """Transmit a new send now if the link is live (else the resume or fallback will)."""
         link = self._link
         if link is not None and link.live:
             self._transmit(link, session, client_id)
-        elif self._fallback:
-            self._fallback_wakeup.set()
+        elif self._fallback.running:
+            self._fallback.wake()
 
-    def _transmit(self, link: _Link, session: Session, client_id: str) -> None:
+    def _transmit(self, link: Link, session: Session, client_id: str) -> None:
         entry = session.outgoing.get(client_id)
-        if entry is None or client_id in link.sent:
+        if entry is None:
             return
         kind, data = entry
-        request_id = next(self._ids)
-        link.sends[request_id] = (session.id, client_id)
-        link.sent.add(client_id)
-        link.write(send_frame(request_id, session.id, client_id, kind, data))
+        frame = link.core.send(session.id, client_id, kind, data)
+        if frame is not None:
+            link.write(frame)
 
-    def _retry_later(self, link: _Link, session_id: str, client_id: str, delay_s: float) -> None:
-        link.sent.discard(client_id)
-
+    def _retry_later(self, link: Link, session_id: str, client_id: str, delay_s: float) -> None:
         def again() -> None:
             session = self.sessions.get(session_id)
             if session is not None and self._link is link and link.live:
@@ -371,59 +308,56 @@ class Client:
 
         asyncio.get_running_loop().call_later(delay_s, again)
 
-    def _signal(self, session_id: str, name: str, data: dict[str, Any]) -> None:
+    def send_signal(self, session_id: str, name: str, data: dict[str, Any]) -> None:
+        """An ephemeral signal, over a live WebSocket only (best effort)."""
         link = self._link
         if link is not None and link.live:
-            link.write({"type": "signal", "session": session_id, "name": name, "data": data})
+            link.write(link.core.signal(session_id, name, data))
 
-    async def _cancel(self, session_id: str, message_id: str) -> None:
+    async def cancel_reply(self, session_id: str, message_id: str) -> None:
+        """Ask the server to stop an assistant reply (WebSocket only)."""
         link = self._link
         if link is None or not link.live:
             raise TidingsError("connection", "cancel needs the WebSocket; not connected now")
         reply = await self._request(
-            link, {"type": "cancel", "session": session_id, "message_id": message_id}
+            link, lambda waiter: link.core.cancel(session_id, message_id, waiter)
         )
         if reply.get("type") == "error":
             raise TidingsError.from_frame(reply)
 
-    async def _request(self, link: _Link, frame: Frame) -> Frame:
-        request_id = next(self._ids)
+    async def _request(self, link: Link, make: Callable[[asyncio.Future[Frame]], Any]) -> Frame:
         waiter: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
-        link.waiters[request_id] = waiter
-        link.write({**frame, "id": request_id})
+        request = make(waiter)
+        link.write(request)
         try:
             return await asyncio.wait_for(waiter, self.options.request_timeout_s)
         finally:
-            link.waiters.pop(request_id, None)
+            link.core.forget(request.id)
 
     # ------------------------------------------------------------ the supervisor
 
     async def _supervise(self) -> None:
-        failures = 0
         while not self.closing:
             try:
-                link = await self._open()
+                link = await open_link(self.url, await self._fresh_token(), self.options, self._ids)
+                self.user = link.user or self.user or ""
             except AuthError as exc:
-                self._fail(exc)
+                self._refuse(exc)
                 return
             except Exception as exc:  # the network, the server, or the token provider
-                failures += 1
                 expected = (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, TidingsError)
                 level = logging.DEBUG if isinstance(exc, expected) else logging.WARNING
+                failures = self.machine.failures + 1
                 log.log(level, "connecting failed (%d in a row): %r", failures, exc)
-                fallback_after = self.options.fallback_after
-                if not self._fallback and fallback_after is not None and failures >= fallback_after:
-                    self._start_fallback()
-                elif not self._fallback:
-                    self._set_state(ConnectionState.RECONNECTING)
-                await asyncio.sleep(self.backoff.delay(failures - 1))
+                self._apply(self.state, self.machine.attempt_failed())
+                await asyncio.sleep(self.backoff.delay(self.machine.retry_attempt()))
                 continue
-            failures = 0
-            await self._stop_fallback()
+            await self._fallback.stop()
+            self._apply(self.state, self.machine.link_open())
             try:
                 await self._serve(link)
             except AuthError as exc:
-                self._fail(exc)
+                self._refuse(exc)
                 return
             except Exception:
                 log.exception("the connection failed unexpectedly; reconnecting")
@@ -434,287 +368,111 @@ class Client:
                 await link.ws.close()
             if self._stopping():
                 return
-            self.reconnects += 1
-            self._set_state(ConnectionState.RECONNECTING)
-            await asyncio.sleep(self.backoff.delay(0))
+            self._move(Input.LINK_LOST)
+            await asyncio.sleep(self.backoff.delay(self.machine.retry_attempt()))
 
-    async def _open(self) -> _Link:
-        token = await self._fresh_token()
-        ws = await ws_connect(
-            self.url,
-            subprotocols=[Subprotocol("tidings.v1")],
-            open_timeout=self.options.open_timeout_s,
-            ping_interval=None,
-            close_timeout=1,
-            max_size=2**24,
-            max_queue=None,
-        )
-        try:
-            request_id = next(self._ids)
-            await ws.send(
-                encode_request(
-                    {
-                        "type": "connect",
-                        "id": request_id,
-                        "token": token,
-                        "client": self.options.client_name,
-                    }
-                )
-            )
-            async with asyncio.timeout(self.options.open_timeout_s):
-                raw = await ws.recv()
-            frames = decode_server_frames(raw)
-            reply = frames[0] if frames else {}
-            if reply.get("type") == "error":
-                code = str(reply.get("code", ""))
-                if code == "unauthorized":
-                    raise AuthError(code, str(reply.get("message", "")), close_code=4001)
-                raise TidingsError.from_frame(reply)
-            if reply.get("type") != "connected":
-                raise TidingsError("bad_reply", f"expected `connected`, got {reply!r:.200}")
-        except BaseException:
-            ws.transport.abort()
-            await ws.close()
-            raise
-        self.user = str(reply.get("user") or self.user or "")
-        heartbeat = self.options.heartbeat_s or int(reply.get("heartbeat_ms", 30000)) / 1000
-        return _Link(ws=ws, heartbeat_s=heartbeat)
-
-    async def _serve(self, link: _Link) -> None:
+    async def _serve(self, link: Link) -> None:
         """Run one link: resume every session, re-send, then read until it fails."""
         self._link = link
-        reader = self._spawn(self._read(link), "reader")
+        reader = self.spawn(read_loop(link, self._dispatch), "reader")
         helpers = [
-            self._spawn(self._write(link), "writer"),
-            self._spawn(self._heartbeat(link), "heartbeat"),
+            self.spawn(write_loop(link), "writer"),
+            self.spawn(heartbeat_loop(link), "heartbeat"),
         ]
         if self._provider is not None:
-            helpers.append(self._spawn(self._refresh(link), "refresh"))
+            helpers.append(self.spawn(self._refresh(link), "refresh"))
         try:
-            resume = self._spawn(self._resume(link), "resume")
+            resume = self.spawn(self._resume(link), "resume")
             await asyncio.wait({reader, resume}, return_when=asyncio.FIRST_COMPLETED)
             if not reader.done():
-                self._set_state(ConnectionState.CONNECTED)
+                self._move(Input.RESUMED)
             await reader
         finally:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-        code = link.ws.close_code
-        if code in FATAL_CLOSE_CODES:
-            reason = link.ws.close_reason or "refused by the server"
-            name = "unauthorized" if code == 4001 else "forbidden"
-            raise AuthError(name, reason, close_code=code)
-        log.debug("link closed (code %s)", code)
+        error = close_error(link.ws.close_code, link.ws.close_reason or "")
+        if error is not None:
+            raise error
+        log.debug("link closed (code %s)", link.ws.close_code)
 
-    async def _resume(self, link: _Link) -> None:
+    async def _resume(self, link: Link) -> None:
         # Resubscribe (sessions joined meanwhile too), then re-send what has no ack yet, in
         # order; then sends go straight out (`live`). No await between the last check and
         # `live`, so nothing slips between the two.
+        core = link.core
         while True:
-            missing = [s for s in self.sessions.values() if s.id not in link.subscribed]
+            missing = [self.sessions[sid] for sid in core.missing(self.sessions)]
             if missing:
-                link.subscribed.update(s.id for s in missing)
                 await asyncio.gather(*(self._subscribe(link, s) for s in missing))
                 continue
-            todo = [
-                (s, cid)
-                for s in list(self.sessions.values())
-                for cid in s.unacked()
-                if cid not in link.sent
-            ]
+            todo = core.unsent(
+                (s.id, cid) for s in list(self.sessions.values()) for cid in s.unacked()
+            )
             if not todo:
                 break
-            for session, client_id in todo:
-                self._transmit(link, session, client_id)
-        link.live = True
+            for session_id, client_id in todo:
+                session = self.sessions.get(session_id)
+                if session is not None:
+                    self._transmit(link, session, client_id)
+        core.live = True
 
-    async def _write(self, link: _Link) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                text = await link.outbox.get()
-                await link.ws.send(text)
-
-    async def _read(self, link: _Link) -> None:
-        try:
-            async for raw in link.ws:
-                link.last_rx = time.monotonic()
-                link.ping_out = False
-                try:
-                    frames = decode_server_frames(raw)
-                except ValueError:
-                    log.warning("dropping a malformed frame from the server")
-                    continue
-                for frame in frames:
-                    self._dispatch(frame, link)
-        except ConnectionClosed:
-            pass
-        finally:
-            link.live = False
-            gone = {"type": "error", "code": "connection", "message": "the connection closed"}
-            for waiter in link.waiters.values():
-                if not waiter.done():
-                    waiter.set_result(gone)
-            link.waiters.clear()
-
-    async def _heartbeat(self, link: _Link) -> None:
-        """A silent server is dropped within two periods: ping after half a period of
-        silence, give up after one and a half."""
-        period = link.heartbeat_s
-        while True:
-            await asyncio.sleep(period / 4)
-            silent = time.monotonic() - link.last_rx
-            if silent > 1.5 * period:
-                log.info("the server is silent; reconnecting")
-                link.ws.transport.abort()
-                return
-            if silent > period / 2 and not link.ping_out:
-                link.ping_out = True
-                link.write({"type": "ping", "id": next(self._ids)})
-
-    async def _refresh(self, link: _Link) -> None:
+    async def _refresh(self, link: Link) -> None:
         """Send a fresh token before the current one expires."""
         while True:
             exp = token_claims(self._token).get("exp")
             if not isinstance(exp, int | float):
                 return
-            remaining = exp - time.time()
-            await asyncio.sleep(max(0.05, remaining - 60, remaining * 2 / 3))
+            await asyncio.sleep(refresh_delay(exp, time.time()))
             token = await self._fresh_token()
             try:
-                reply = await self._request(link, {"type": "refresh", "token": token})
+                reply = await self._request(link, functools.partial(link.core.refresh, token))
             except TimeoutError:
                 continue
             if reply.get("type") == "error":
                 log.warning("token refresh refused: %s", reply.get("message"))
-                await asyncio.sleep(1)
+                await asyncio.sleep(REFRESH_RETRY_S)
 
     # ------------------------------------------------------------ frames
 
-    def _dispatch(self, frame: Frame, link: _Link | None) -> None:
-        kind = frame.get("type")
-        session = self.sessions.get(str(frame.get("session", "")))
-        re = frame.get("re")
-        if kind == "event":
-            if session is not None:
-                session.on_event(frame)
-        elif kind == "stream":
-            if session is not None:
-                session.on_stream(frame)
-        elif kind == "ack":
-            if link is not None and isinstance(re, int):
-                link.sends.pop(re, None)
-            if session is not None:
-                session.on_ack(str(frame["client_id"]), int(frame["seq"]), str(frame["event_id"]))
-        elif kind == "subscribed":
-            if session is not None:
-                session.on_subscribed(frame)
-        elif kind == "presence":
-            if session is not None:
-                session.on_presence(frame)
-        elif kind == "signal":
-            if session is not None:
-                session.on_signal(frame)
-        elif kind == "error" and link is not None and isinstance(re, int) and re in link.sends:
-            self._send_error(link, re, frame)
-            return
-        elif kind == "error" and re is None and session is not None:
-            # A subscription ended by the server (membership removed).
-            error = TidingsError.from_frame(frame)
-            session.fail(error)
-            if self.sessions.get(session.id) is session:
-                del self.sessions[session.id]
-            self._spawn(session.feed.close(), "feed close")
-        if link is not None and isinstance(re, int):
-            waiter = link.waiters.pop(re, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(frame)
+    def dispatch(self, frame: Frame) -> None:
+        """A frame that came over HTTP (the fallback's SSE)."""
+        self._dispatch(frame, None)
 
-    def _send_error(self, link: _Link, re: int, frame: Frame) -> None:
-        session_id, client_id = link.sends.pop(re)
-        session = self.sessions.get(session_id)
-        if session is None:
-            return
-        error = TidingsError.from_frame(frame)
-        if error.code in RETRYABLE_CODES:
-            self._retry_later(link, session_id, client_id, (error.retry_after_ms or 500) / 1000)
-        else:
-            session.on_send_error(client_id, error)
+    def _dispatch(self, frame: Frame, link: Link | None) -> None:
+        routed = route(frame, link.core if link is not None else None)
+        session = self.sessions.get(routed.session)
+        what = routed.route
+        client_id, error = routed.client_id, routed.error
+        if what is Route.SEND_RETRY:
+            if link is not None and session is not None and client_id is not None:
+                self._retry_later(link, session.id, client_id, routed.retry_in_s or 0)
+        elif what is Route.SEND_REFUSED:
+            if session is not None and client_id is not None and error is not None:
+                session.on_send_error(client_id, error)
+        elif session is not None:
+            self._deliver(session, what, frame, routed.error)
+        if routed.waiter is not None and not routed.waiter.done():
+            routed.waiter.set_result(frame)
 
-    # ------------------------------------------------------------ the HTTP fallback
-
-    def _start_fallback(self) -> None:
-        log.info("switching to the HTTP fallback (%s)", self.options.fallback_receive)
-        self._fallback_wakeup = asyncio.Event()
-        self._fallback = [self._spawn(self._send_http(), "send over HTTP")]
-        for session in list(self.sessions.values()):
-            self._fallback.append(self._spawn(self._receive_http(session), f"receive {session.id}"))
-        self._set_state(ConnectionState.FALLBACK)
-
-    async def _stop_fallback(self) -> None:
-        tasks, self._fallback = self._fallback, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _receive_http(self, session: Session) -> None:
-        failures = 0
-        while session.error is None:
-            try:
-                if not session.replica.loaded:
-                    seq, snapshot = await self.api.session(session.id)
-                    session.load_snapshot(seq, snapshot)
-                if self.options.fallback_receive == "sse":
-                    async for frame in self.api.sse(session.id, after=session.replica.seq):
-                        self._dispatch(frame, None)
-                        failures = 0
-                else:
-                    events, _ = await self.api.events(
-                        session.id, after=session.replica.seq, wait_s=self.options.poll_wait_s
-                    )
-                    session.on_events(events)
-                failures = 0
-                continue
-            except TidingsError as exc:
-                if exc.code in ("forbidden", "not_found", "unauthorized"):
-                    session.fail(exc)
-                    if self.sessions.get(session.id) is session:
-                        del self.sessions[session.id]
-                    return
-                failures += 1
-            except Exception as exc:  # the network
-                log.debug("receiving over HTTP failed: %r", exc)
-                failures += 1
-            await asyncio.sleep(self.backoff.delay(min(failures, 4)))
-
-    async def _send_http(self) -> None:
-        failures = 0
-        while True:
-            todo = [(s, cid) for s in list(self.sessions.values()) for cid in s.unacked()]
-            if not todo:
-                self._fallback_wakeup.clear()
-                await self._fallback_wakeup.wait()
-                continue
-            session, client_id = todo[0]
-            entry = session.outgoing.get(client_id)
-            if entry is None:
-                continue
-            kind, data = entry
-            try:
-                ack = await self.api.send(session.id, client_id, kind, data)
-            except TidingsError as exc:
-                if exc.code in RETRYABLE_CODES:
-                    await asyncio.sleep((exc.retry_after_ms or 500) / 1000)
-                else:
-                    session.on_send_error(client_id, exc)
-                continue
-            except Exception as exc:  # the network
-                failures += 1
-                log.debug("sending over HTTP failed: %r", exc)
-                await asyncio.sleep(self.backoff.delay(min(failures, 4)))
-                continue
-            failures = 0
-            session.on_ack(client_id, int(ack["seq"]), str(ack["event_id"]))
+    def _deliver(
+        self, session: Session, what: Route, frame: Frame, error: TidingsError | None
+    ) -> None:
+        if what is Route.EVENT:
+            session.on_event(frame)
+        elif what is Route.STREAM:
+            session.on_stream(frame)
+        elif what is Route.ACK:
+            session.on_ack(str(frame["client_id"]), int(frame["seq"]), str(frame["event_id"]))
+        elif what is Route.SUBSCRIBED:
+            session.on_subscribed(frame)
+        elif what is Route.PRESENCE:
+            session.on_presence(frame)
+        elif what is Route.SIGNAL:
+            session.on_signal(frame)
+        elif what is Route.ENDED and error is not None:
+            self.drop(session, error)
+            self.spawn(session.feed.close(), "feed close")
 
 
 @contextlib.asynccontextmanager

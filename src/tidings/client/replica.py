@@ -531,10 +531,6 @@ class Replica:
             self._touch("message", client_id)
         self._resolved.append(Resolved(client_id, False, error=error, code=code))
 
-    def sends(self) -> list[str]:
-        """Every tracked send (acked or not) not yet resolved, in order."""
-        return list(self._sends)
-
 
 def _event_id(kind: Any, seq: int) -> str:
     prefix = {Kind.MESSAGE_CREATED: "m", Kind.CARD_ADDED: "c"}.get(kind, "e")

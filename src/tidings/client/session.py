@@ -10,18 +10,57 @@ import asyncio
 import copy
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, Protocol, TypeVar
 
 from tidings.client.changes import Callback, ChangeFeed, ChangeStream
 from tidings.client.errors import SendFailed, TidingsError
+from tidings.client.http_api import HttpApi
 from tidings.client.replica import ChatMessage, Replica, Resolved, SessionView
 from tidings.protocol.client_frames import Frame
 
-if TYPE_CHECKING:
-    from tidings.client.client import Client
-
 log = logging.getLogger("tidings.client")
+
+T = TypeVar("T")
+
+#: Gap fetches failing this many times in a row give up (the next input retries).
+MAX_FETCH_FAILURES = 20
+#: The longest pause between two failed gap fetches, and the step it grows by.
+FETCH_PAUSE_CAP_S = 2.0
+FETCH_PAUSE_STEP_S = 0.1
+#: A gap whose events are committed but not yet readable: look again after this.
+UNREADABLE_YET_S = 0.05
+#: Events fetched per request to fill a gap (the server's `limit` bound).
+GAP_FETCH_LIMIT = 1000
+
+
+class SessionHost(Protocol):
+    """What a session needs of the client that joined it (and nothing more)."""
+
+    @property
+    def user(self) -> str | None: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    @property
+    def api(self) -> HttpApi: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+        """Run a task the client stops on close."""
+        ...
+
+    def check_queue(self) -> None:
+        """Raise when no send may be queued now (closed, or the offline queue is full)."""
+
+    def queue_send(self, session: Session, client_id: str) -> None:
+        """A send entered `session.outgoing`: transmit it when the link allows."""
+
+    def send_signal(self, session_id: str, name: str, data: dict[str, Any]) -> None: ...
+
+    async def cancel_reply(self, session_id: str, message_id: str) -> None: ...
+
+    async def leave(self, session: Session) -> None: ...
 
 
 class SendHandle:
@@ -80,10 +119,10 @@ class SendHandle:
 class Session:
     """A session joined with `client.join(session_id)`; `state` is its live replica."""
 
-    def __init__(self, client: Client, session_id: str, *, debounce_s: float) -> None:
-        self.client = client
+    def __init__(self, host: SessionHost, session_id: str, *, debounce_s: float) -> None:
+        self.host = host
         self.id = session_id
-        self.replica = Replica(session_id, user=client.user)
+        self.replica = Replica(session_id, user=host.user)
         self.feed = ChangeFeed(session_id, self._render, debounce_s=debounce_s)
         self.feed._seq = lambda: self.replica.seq
         self.outgoing: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -131,34 +170,30 @@ class Session:
 
     async def signal(self, name: str, data: dict[str, Any] | None = None) -> None:
         """An ephemeral signal (typing, cursor…) to the other subscribers; best effort."""
-        self.client._signal(self.id, name, data or {})
+        self.host.send_signal(self.id, name, data or {})
 
     async def cancel(self, message_id: str) -> None:
         """Stop an assistant reply in progress (it ends with `message.failed`)."""
-        await self.client._cancel(self.id, message_id)
+        await self.host.cancel_reply(self.id, message_id)
 
     async def leave(self) -> None:
         """Unsubscribe and stop updating this replica."""
-        await self.client._leave(self)
+        await self.host.leave(self)
 
     # ------------------------------------------------------------ sends
 
     def _send(self, kind: str, data: dict[str, Any]) -> SendHandle:
         if self.error is not None:
             raise self.error
-        self.client._check_queue()
+        self.host.check_queue()
         client_id = f"tmp_{uuid.uuid4().hex}"
         handle = SendHandle(self, client_id, kind)
         self.handles[client_id] = handle
         self.outgoing[client_id] = (kind, data)
-        self.replica.add_send(client_id, kind, data, author=self.client.user)
+        self.replica.add_send(client_id, kind, data, author=self.host.user)
         self._after_input()
-        self.client._queue_send(self, client_id)
+        self.host.queue_send(self, client_id)
         return handle
-
-    def unresolved(self) -> list[str]:
-        """Client ids of sends without an outcome, in send order."""
-        return list(self.outgoing)
 
     def unacked(self) -> list[str]:
         return self.replica.unacked()
@@ -251,15 +286,15 @@ class Session:
     # ------------------------------------------------------------ fetching what is missing
 
     def _start_worker(self) -> None:
-        if self._worker is None and not self.client.closing:
-            self._worker = self.client._spawn(self._fetch_missing(), f"fetch {self.id}")
+        if self._worker is None and not self.host.closing:
+            self._worker = self.host.spawn(self._fetch_missing(), f"fetch {self.id}")
 
     async def _fetch_missing(self) -> None:
-        api = self.client.api
+        api = self.host.api
         replica = self.replica
         failures = 0
         try:
-            while not self.client.closing:
+            while not self.host.closing:
                 try:
                     if replica.needs_snapshot:
                         seq, snapshot = await api.session(self.id)
@@ -267,10 +302,10 @@ class Session:
                     elif (gap := replica.gap) is not None:
                         first, last = gap
                         events, _ = await api.events(
-                            self.id, after=first - 1, limit=min(1000, last - first + 1)
+                            self.id, after=first - 1, limit=min(GAP_FETCH_LIMIT, last - first + 1)
                         )
                         if not events:
-                            await asyncio.sleep(0.05)  # committed but not readable yet
+                            await asyncio.sleep(UNREADABLE_YET_S)
                         self.on_events(events)
                     elif replica._refetch:
                         for message_id in replica.take_refetches():
@@ -288,9 +323,9 @@ class Session:
                     log.debug("fetching for session %s failed: %r", self.id, exc)
                     failures += 1
                 if failures:
-                    if failures > 20:
+                    if failures > MAX_FETCH_FAILURES:
                         return
-                    await asyncio.sleep(min(2.0, 0.1 * failures))
+                    await asyncio.sleep(min(FETCH_PAUSE_CAP_S, FETCH_PAUSE_STEP_S * failures))
         finally:
             self._worker = None
 
@@ -320,6 +355,3 @@ class Session:
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
         await self.feed.close()
-
-
-AsyncCallback = Callable[..., Awaitable[Any]]
