@@ -307,7 +307,7 @@ class LinkCore(Generic[W]):
         self.subscribed.discard(session)
         return self.request(Unsubscribe, session=session)
 
-    def send(self, session: str, client_id: str, kind: str, data: dict[str, Any]) -> Request | None:
+    def send(self, session: str, client_id: str, kind: str, data: dict[str, Any]) -> Send | None:
         """The `send` frame of a send not yet written on this link, else None (rule 6)."""
         if client_id in self.sent:
             return None
