@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from enum import StrEnum
@@ -31,6 +32,23 @@ from tests.server.harness import Client, Server
 #: What an attack may cost the server's resident memory. The attacks are small; a hole
 #: (an unbounded queue, a body read in full) shows as tens or hundreds of MiB.
 RSS_BUDGET_MIB = 24.0
+
+
+#: Attacks that still get in, each fixed by another lane of issue 9: the ONE place that
+#: marks them as expected failures (not strict: a fix lands without breaking the suite;
+#: then delete its line here).
+KNOWN_HOLES: dict[str, str] = {
+    "invalid UTF-8 in a text frame": "issue 9 point 13 (lane ws-wire): must close 1007",
+    "a close frame between fragments": "issue 9 point 13 (lane ws-wire): must be honoured",
+    "unread pongs": "issue 9 point 2 (lane ws-wire): protocol output bypasses the bound",
+}
+
+
+def known_hole(name: str) -> list[pytest.MarkDecorator]:
+    """The marks of a test case named `name`: an expected failure while it is a known
+    hole, none otherwise."""
+    reason = KNOWN_HOLES.get(name)
+    return [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
 
 
 class Path_(StrEnum):
@@ -138,6 +156,36 @@ async def raw_status(server: Server, target: str, headers: dict[str, str] | None
         head = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         writer.write(head.encode("latin-1") + b"Connection: close\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(10):
+            line = await reader.readline()
+        parts = line.split()
+        if len(parts) < 2:
+            raise ConnectionError(f"no status line: {line!r}")
+        return int(parts[1])
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def upgrade_status(server: Server, headers: list[tuple[str, str]]) -> int:
+    """The status of a WebSocket upgrade of `/v1/ws` sent by hand with `headers` added
+    (a list, so a header may be repeated or `Host` replaced); 101 when accepted."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        names = {name.lower() for name, _ in headers}
+        lines = ["GET /v1/ws HTTP/1.1"]
+        if "host" not in names:
+            lines.append(f"Host: 127.0.0.1:{server.port}")
+        lines += [
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+            "Sec-WebSocket-Version: 13",
+        ]
+        lines += [f"{name}: {value}" for name, value in headers]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         await writer.drain()
         async with asyncio.timeout(10):
             line = await reader.readline()
