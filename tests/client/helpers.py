@@ -13,12 +13,20 @@ from tidings.client import Client, connect
 
 @contextlib.asynccontextmanager
 async def client_for(
-    server: Server, user: str, *, url: str | None = None, **options: Any
+    server: Server,
+    user: str,
+    *,
+    url: str | None = None,
+    http_url: str | None = None,
+    **options: Any,
 ) -> AsyncIterator[Client]:
     """An SDK client of `user`, to `url` (default: the server directly); HTTP goes
-    straight to the server."""
+    straight to the server unless `http_url` says otherwise."""
     async with connect(
-        url or server.ws_url, token=make_token(user), http_url=server.http_url, **options
+        url or server.ws_url,
+        token=make_token(user),
+        http_url=http_url or server.http_url,
+        **options,
     ) as client:
         yield client
 

@@ -12,7 +12,13 @@ See docs/client-python.md.
 from tidings.client.backoff import Backoff
 from tidings.client.changes import Change, ChangeBatch, ChangeStream
 from tidings.client.client import Client, ConnectionState, Options, connect
-from tidings.client.errors import AuthError, OfflineQueueFull, SendFailed, TidingsError
+from tidings.client.errors import (
+    AuthError,
+    ConnectError,
+    OfflineQueueFull,
+    SendFailed,
+    TidingsError,
+)
 from tidings.client.replica import ChatMessage, Replica, SessionView
 from tidings.client.session import SendHandle, Session
 
@@ -24,6 +30,7 @@ __all__ = [
     "ChangeStream",
     "ChatMessage",
     "Client",
+    "ConnectError",
     "ConnectionState",
     "OfflineQueueFull",
     "Options",

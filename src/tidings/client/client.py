@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tidings.client.backoff import Backoff
-from tidings.client.errors import AuthError, OfflineQueueFull, TidingsError
+from tidings.client.errors import AuthError, ConnectError, OfflineQueueFull, TidingsError
 from tidings.client.fallback import HttpFallback
 from tidings.client.http_api import HttpApi
 from tidings.client.link import Link, heartbeat_loop, open_link, read_loop, write_loop
@@ -95,6 +95,10 @@ class Client:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._supervisor: asyncio.Task[None] | None = None
         self._fallback = HttpFallback(self)
+        #: The last connection attempt's failure (for error messages).
+        self.last_error: BaseException | None = None
+        # The HTTP fallback's probe: not yet answered, answered (None), or its failure.
+        self._probe: BaseException | bool | None = False
 
     @property
     def state(self) -> ConnectionState:
@@ -114,16 +118,52 @@ class Client:
         await self.close()
 
     async def start(self) -> None:
-        """Start connecting; returns once connected, in fallback, or failed (raises)."""
+        """Start connecting; returns once connected or in a working HTTP fallback.
+
+        Raises `AuthError` for a refused token, and `ConnectError` when the server cannot
+        be reached: within `connect_timeout_s`, or as soon as the fallback finds its HTTP
+        API unreachable too.
+        """
+        started = time.monotonic()
         self._move(Input.START)
         self._supervisor = self.spawn(self._supervise(), "supervisor")
-        await self.wait_for(
-            ConnectionState.CONNECTED, ConnectionState.FALLBACK, ConnectionState.CLOSED
-        )
+        error: TidingsError | None = None
+        try:
+            async with asyncio.timeout(self.options.connect_timeout_s):
+                while not self._started():
+                    await self._state_changed.wait()
+        except TimeoutError:
+            pass
         if self.error is not None:
             error = self.error
+        elif self.state is not ConnectionState.CONNECTED and not self._fallback_works():
+            last = self._probe if isinstance(self._probe, BaseException) else self.last_error
+            error = ConnectError(
+                self.url,
+                waited_s=time.monotonic() - started,
+                attempts=self.machine.failures,
+                last=last,
+            )
+            error.__cause__ = last
+        if error is not None:
             await self.close()
             raise error
+
+    def _fallback_works(self) -> bool:
+        return self.state is ConnectionState.FALLBACK and self._probe is None
+
+    def _started(self) -> bool:
+        if self.state in (ConnectionState.CONNECTED, ConnectionState.CLOSED):
+            return True
+        # In fallback, once its HTTP probe has answered either way.
+        return self.state is ConnectionState.FALLBACK and self._probe is not False
+
+    def fallback_probed(self, error: BaseException | None) -> None:
+        """What the HTTP fallback's probe found (`start` waits for it)."""
+        if error is not None:
+            log.info("the HTTP API does not answer either: %r", error)
+        self._probe = error
+        self._wake()
 
     async def close(self) -> None:
         """Stop everything: no task or socket is left behind."""
@@ -179,13 +219,17 @@ class Client:
         if transition.to is before:
             return
         log.debug("connection state: %s → %s", before, transition.to)
-        self._state_changed.set()
-        self._state_changed = asyncio.Event()
+        self._wake()
         for callback in list(self._state_callbacks):
             try:
                 callback(transition.to)
             except Exception:
                 log.exception("an on_state callback failed")
+
+    def _wake(self) -> None:
+        """Wake everything waiting for a change (of state, or of the fallback's probe)."""
+        self._state_changed.set()
+        self._state_changed = asyncio.Event()
 
     def _move(self, input: Input) -> None:
         self._apply(self.state, self.machine.on(input))
@@ -226,8 +270,13 @@ class Client:
 
     # ------------------------------------------------------------ sessions
 
-    async def join(self, session_id: str) -> Session:
-        """Subscribe to a session; returns once its replica holds the current state."""
+    async def join(self, session_id: str, *, timeout: float | None = None) -> Session:
+        """Subscribe to a session; returns once its replica holds the current state.
+
+        Raises `TidingsError` with code `forbidden` or `not_found` when you may not read
+        it, and code `timeout` when it is not joined within `timeout` seconds (default:
+        the `join_timeout_s` option), e.g. because the server cannot be reached.
+        """
         if self.closing or self.state is ConnectionState.CLOSED:
             raise self.error or TidingsError("closed", "the client is closed")
         session = self.sessions.get(session_id)
@@ -239,12 +288,23 @@ class Client:
                 self.spawn(self._subscribe(link, session), f"subscribe {session_id}")
             elif self._fallback.running:
                 self._fallback.add(session)
-        error = await asyncio.shield(session.ready)
+        limit = timeout if timeout is not None else self.options.join_timeout_s
+        try:
+            error = await asyncio.wait_for(asyncio.shield(session.ready), limit)
+        except TimeoutError:
+            await self.leave(session)
+            raise self._join_timeout(session_id, limit) from None
         if error is not None:
             self._forget(session)
             await session.close()
             raise error
         return session
+
+    def _join_timeout(self, session_id: str, limit: float | None) -> TidingsError:
+        why = f"the connection is {self.state}"
+        if self.state is not ConnectionState.CONNECTED and self.last_error is not None:
+            why += f" (the last failure: {self.last_error!r})"
+        return TidingsError("timeout", f"could not join {session_id} within {limit} s: {why}")
 
     def _forget(self, session: Session) -> None:
         if self.sessions.get(session.id) is session:
@@ -256,8 +316,10 @@ class Client:
         self._forget(session)
 
     async def leave(self, session: Session) -> None:
-        """Unsubscribe `session` (what `Session.leave` calls)."""
+        """Unsubscribe `session` (what `Session.leave` calls); its sends without an outcome
+        fail, and its HTTP fallback receive (if any) stops."""
         self._forget(session)
+        session.fail(TidingsError("closed", f"left the session {session.id}"))
         link = self._link
         if link is not None and link.live:
             link.write(link.core.unsubscribe(session.id))
@@ -345,6 +407,7 @@ class Client:
                 self._refuse(exc)
                 return
             except Exception as exc:  # the network, the server, or the token provider
+                self.last_error = exc
                 expected = (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, TidingsError)
                 level = logging.DEBUG if isinstance(exc, expected) else logging.WARNING
                 failures = self.machine.failures + 1

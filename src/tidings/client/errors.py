@@ -45,6 +45,23 @@ class AuthError(TidingsError):
     help, so the client stops and surfaces this."""
 
 
+class ConnectError(TidingsError):
+    """`connect()` could not reach the server: neither its WebSocket nor (in fallback) its
+    HTTP API answered within `connect_timeout_s`. `attempts` connection attempts failed;
+    `last` is the last failure (also the exception's `__cause__`)."""
+
+    def __init__(self, url: str, *, waited_s: float, attempts: int, last: BaseException | None):
+        detail = f"; the last failure: {last!r}" if last is not None else ""
+        super().__init__(
+            "unreachable",
+            f"cannot reach the Tidings server at {url}: {attempts} connection attempt(s) failed"
+            f" in {waited_s:.1f} s{detail}. Is the server running, and is the URL right?",
+        )
+        self.url = url
+        self.attempts = attempts
+        self.last = last
+
+
 class OfflineQueueFull(TidingsError):
     """Too many sends are waiting for the server; wait for some to be confirmed."""
 

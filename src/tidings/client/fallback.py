@@ -54,6 +54,9 @@ class FallbackHost(Protocol):
     def drop(self, session: Session, error: TidingsError) -> None:
         """The session can go on no more."""
 
+    def fallback_probed(self, error: BaseException | None) -> None:
+        """The fallback's first look at the HTTP API: it answered (None) or failed."""
+
 
 class HttpFallback:
     def __init__(self, host: FallbackHost) -> None:
@@ -68,7 +71,10 @@ class HttpFallback:
     def start(self) -> None:
         log.info("switching to the HTTP fallback (%s)", self.host.options.fallback_receive)
         self._wakeup = asyncio.Event()
-        self.tasks = [self.host.spawn(self._send(), "send over HTTP")]
+        self.tasks = [
+            self.host.spawn(self._probe(), "probe HTTP"),
+            self.host.spawn(self._send(), "send over HTTP"),
+        ]
         for session in list(self.host.sessions.values()):
             self.add(session)
 
@@ -92,6 +98,15 @@ class HttpFallback:
 
     async def _pause(self, failures: int) -> None:
         await asyncio.sleep(self.host.backoff.delay(min(failures, MAX_FALLBACK_ATTEMPT)))
+
+    async def _probe(self) -> None:
+        # Whether the fallback can work at all: `connect()` waits for this answer.
+        try:
+            await self.host.api.health()
+        except Exception as exc:
+            self.host.fallback_probed(exc)
+        else:
+            self.host.fallback_probed(None)
 
     async def _receive(self, session: Session) -> None:
         api, options = self.host.api, self.host.options

@@ -41,6 +41,11 @@ class HttpApi:
                 continue
             return _body(response)
 
+    async def health(self) -> None:
+        """Raise unless the server answers `GET /healthz` (no token needed)."""
+        response = await self._http.get("/healthz")
+        _body(response)
+
     async def session(self, session_id: str) -> tuple[int, dict[str, Any]]:
         """(seq, snapshot) of a session."""
         body = await self._request("GET", f"/v1/sessions/{session_id}")

@@ -27,6 +27,11 @@ class Options:
     heartbeat_s: float | None = None
     open_timeout_s: float = 10.0
     request_timeout_s: float = 10.0
+    #: `connect()` raises `ConnectError` when neither a WebSocket nor a working HTTP
+    #: fallback is reached within this (None: wait for ever).
+    connect_timeout_s: float | None = 10.0
+    #: `join()` raises (code `timeout`) when the session is not joined within this.
+    join_timeout_s: float | None = 10.0
     client_name: str = f"tidings-py/{tidings.__version__}"
 
     def __post_init__(self) -> None:
@@ -36,3 +41,7 @@ class Options:
             raise ValueError("fallback_after must be at least 1 (or None)")
         if self.fallback_receive not in ("poll", "sse"):
             raise ValueError("fallback_receive is 'poll' or 'sse'")
+        for name in ("connect_timeout_s", "join_timeout_s"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive (or None)")
