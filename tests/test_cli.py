@@ -99,3 +99,50 @@ def test_serve_without_a_key_makes_one_that_token_then_uses(tmp_path: Path) -> N
         _, stderr = server.communicate(timeout=20)
     assert server.returncode == 0
     assert "tidings.secret" in stderr
+
+
+def test_serve_refuses_a_database_it_cannot_write(tmp_path: Path) -> None:
+    """A read-only database (here PostgreSQL's `default_transaction_read_only` on a
+    database of this test's own) is refused at start, in one line, with status 2."""
+    import asyncio
+    import uuid
+
+    import asyncpg
+    import pytest
+
+    url = os.environ.get("TIDINGS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    name = f"tidings_ro_{uuid.uuid4().hex[:10]}"
+
+    async def admin(*statements: str) -> None:
+        conn = await asyncpg.connect(url, timeout=3)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(admin(f"CREATE DATABASE {name}"))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"PostgreSQL is not reachable at {url}: {exc!r}")
+    db_url = url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        migrated = tidings("migrate", cwd=tmp_path, TIDINGS_DATABASE_URL=db_url)
+        assert migrated.returncode == 0, migrated.stderr
+        asyncio.run(admin(f"ALTER DATABASE {name} SET default_transaction_read_only = on"))
+        done = tidings(
+            "serve",
+            cwd=tmp_path,
+            TIDINGS_DATABASE_URL=db_url,
+            TIDINGS_JWT_SECRET=SECRET,
+            TIDINGS_PORT=str(free_port()),
+        )
+        assert done.returncode == 2, done.stderr
+        lines = [line for line in done.stderr.splitlines() if line.startswith("tidings:")]
+        assert len(lines) == 1
+        assert "cannot serve" in lines[0]
+        assert "read-only" in lines[0]
+    finally:
+        asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

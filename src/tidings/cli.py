@@ -69,6 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tidings.server.logs import configure
 
         configure(config.log_level)
+        from tidings.backends.factory import check_writable
+        from tidings.server.node import wall_clock_ms
+
+        why = asyncio.run(check_writable(config.database_url, wall_clock_ms))
+        if why is not None:
+            print(f"tidings: cannot serve: {why}", file=sys.stderr)
+            return 2
         if config.dev:
             print(
                 "tidings: DEV MODE: the chat UI mints a token for any name it is given. "

@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from asyncpg.transaction import Transaction
 
-from tidings.backends.base import EventStore, StoreUnavailable
+from tidings.backends.base import CommitUncertain, EventStore, StoreUnavailable
 from tidings.backends.migrations.postgres import MIGRATIONS
-from tidings.backends.postgres import PostgresStore
-from tidings.core.model import Appended
+from tidings.backends.postgres import PostgresStore, _commit
+from tidings.backends.postgres_sql import commit_failure
+from tidings.core.model import Appended, Event
 
 from .contract import EventStoreContract, FakeClock, StoreFactory, appended, message
 
@@ -136,7 +138,8 @@ async def test_a_version_2_database_migrates_to_dedupe_per_author(postgres_dsn: 
 
 @pytest.fixture
 async def pg_store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
-    store = PostgresStore(postgres_dsn, FakeClock(), max_size=4)
+    name = f"tidings-test-{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(postgres_dsn, FakeClock(), max_size=4, application_name=name)
     await store.open()
     yield store
     await store.close()
@@ -164,3 +167,116 @@ async def test_a_statement_failing_in_a_batch_fails_only_its_own_append(
     good = [r.event.seq for r in results if isinstance(r, Appended)]
     assert sorted(good) == [2, 3]
     assert [e.seq for e in await pg_store.read("s1", 0)] == [1, 2, 3]
+
+
+# -- commit outcomes (issue 10 points 1 and 3) -------------------------------------------
+
+
+async def _terminate(dsn: str, pid: int) -> None:
+    """End one backend of ours (never another's) and wait until it is gone."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        for _ in range(200):  # bounded: about 2 s
+            if not await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid
+            ):
+                return
+            await asyncio.sleep(0.01)
+    finally:
+        await admin.close()
+
+
+async def _find_when_settled(store: PostgresStore, session_id: str, client_id: str) -> Event | None:
+    """`find`, retried while the store says a lost commit may still be running."""
+    for _ in range(100):
+        try:
+            return await store.find(session_id, "alice", client_id)
+        except StoreUnavailable:
+            await asyncio.sleep(0.02)
+    raise AssertionError("the lost commit never settled")
+
+
+async def test_a_connection_lost_after_commit_is_uncertain_and_find_sees_the_event(
+    pg_store: PostgresStore, postgres_dsn: str
+) -> None:
+    await pg_store.create_session("s1", title="T", agent="echo", owner="alice")
+
+    async def commit_then_lose(conn: asyncpg.Connection, transaction: Transaction) -> None:
+        await transaction.commit()
+        await _terminate(postgres_dsn, conn.get_server_pid())
+        await conn.fetchval("SELECT 1")  # the reply that never comes
+
+    pg_store.run_commit = commit_then_lose
+    with pytest.raises(CommitUncertain) as uncertain:
+        await pg_store.append("s1", message("in doubt", client_id="c1"))
+    assert uncertain.value.resolvable
+    pg_store.run_commit = _commit
+    found = await _find_when_settled(pg_store, "s1", "c1")
+    assert found is not None
+    assert found.seq == 2
+    retry = await pg_store.append("s1", message("in doubt", client_id="c1"))
+    assert isinstance(retry, Appended)
+    assert retry.duplicate
+
+
+async def test_a_connection_lost_before_commit_is_uncertain_and_find_says_not_stored(
+    pg_store: PostgresStore, postgres_dsn: str
+) -> None:
+    await pg_store.create_session("s1", title="T", agent="echo", owner="alice")
+
+    async def lose_then_commit(conn: asyncpg.Connection, transaction: Transaction) -> None:
+        await _terminate(postgres_dsn, conn.get_server_pid())
+        await transaction.commit()
+
+    pg_store.run_commit = lose_then_commit
+    with pytest.raises(CommitUncertain):
+        await pg_store.append("s1", message("lost", client_id="c1"))
+    pg_store.run_commit = _commit
+    assert await _find_when_settled(pg_store, "s1", "c1") is None
+    assert [e.seq for e in await pg_store.read("s1", 0)] == [1]
+
+
+async def test_a_commit_the_server_refuses_is_not_stored() -> None:
+    refused = commit_failure(asyncpg.SerializationError("could not serialize access"))
+    assert isinstance(refused, StoreUnavailable)
+    for lost in (
+        asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        asyncpg.InternalClientError("protocol state lost"),
+        asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+        ConnectionResetError("reset by peer"),
+        TimeoutError(),
+    ):
+        assert isinstance(commit_failure(lost), CommitUncertain), lost
+
+
+async def test_killed_backends_answer_unavailable_or_uncertain_never_another_error(
+    pg_store: PostgresStore, postgres_dsn: str
+) -> None:
+    await pg_store.create_session("s1", title="T", agent="echo", owner="alice")
+    appended(await pg_store.append("s1", message("warm", client_id="w")))
+    allowed = (StoreUnavailable, CommitUncertain)
+    for round_ in range(5):
+        admin = await asyncpg.connect(postgres_dsn)
+        try:
+            # Every backend of this test's pool (its schema is its search_path).
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE pid <> pg_backend_pid() AND datname = current_database()"
+                " AND application_name = $1",
+                pg_store.application_name,
+            )
+        finally:
+            await admin.close()
+        results = await asyncio.gather(
+            *(
+                pg_store.append("s1", message(f"r{round_} {i}", client_id=f"r{round_}-{i}"))
+                for i in range(10)
+            ),
+            pg_store.read("s1", 0),
+            pg_store.head("s1"),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                assert isinstance(result, allowed), repr(result)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tidings.backends.base import EventStore, StoreUnavailable
+from tidings.backends.base import CommitUncertain, EventStore, StoreUnavailable
 from tidings.backends.migrations.sqlite import MIGRATIONS
 from tidings.backends.sqlite import SqliteStore
 from tidings.core.model import Appended, Conflict
@@ -313,3 +313,77 @@ async def test_the_wal_is_checkpointed_every_so_many_commits(
         assert (store.wal_checkpoints >= 20) is bounded
     finally:
         await store.close()
+
+
+def _fsync_failure(conn: sqlite3.Connection) -> None:
+    """COMMIT as a failed fsync leaves it: the frames may be on disk, SQLite says EIO."""
+    conn.execute("COMMIT")
+    exc = sqlite3.OperationalError("disk I/O error")
+    exc.sqlite_errorcode = sqlite3.SQLITE_IOERR_FSYNC
+    raise exc
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    conn.execute("COMMIT")
+
+
+def _disk_full(conn: sqlite3.Connection) -> None:
+    exc = sqlite3.OperationalError("database or disk is full")
+    exc.sqlite_errorcode = sqlite3.SQLITE_FULL
+    raise exc
+
+
+async def test_an_fsync_failure_at_commit_is_uncertain_and_stops_the_store(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "t.db")
+    store = SqliteStore(path, FakeClock())
+    await store.open()
+    await store.create_session("s1", title="T", agent="echo", owner="alice")
+    appended(await store.append("s1", message("before", client_id="c0")))
+    store.run_commit = _fsync_failure
+    results = await asyncio.gather(
+        store.append("s1", message("in doubt", client_id="c1")),
+        store.append("s1", message("before", client_id="c0")),  # a duplicate: known
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], CommitUncertain)
+    assert not results[0].resolvable
+    assert isinstance(results[1], Appended)
+    assert results[1].duplicate
+    # Fail stop: no further write, not ready, no lookup, until a restart.
+    with pytest.raises(StoreUnavailable) as refused:
+        await store.append("s1", message("after", client_id="c2"))
+    assert refused.value.cause == "stopped"
+    with pytest.raises(StoreUnavailable, match="restart"):
+        await store.ping()
+    with pytest.raises(StoreUnavailable):
+        await store.find("s1", "alice", "c1")
+    await store.close()
+    # Restarted, the store tells the truth: the batch had reached the disk.
+    reopened = SqliteStore(path, FakeClock())
+    await reopened.open()
+    try:
+        found = await reopened.find("s1", "alice", "c1")
+        assert found is not None
+        assert found.seq == 3
+        retry = await reopened.append("s1", message("in doubt", client_id="c1"))
+        assert isinstance(retry, Appended)
+        assert retry.duplicate
+        assert await reopened.find("s1", "alice", "c2") is None
+    finally:
+        await reopened.close()
+
+
+async def test_a_full_disk_at_commit_is_not_stored_and_the_store_goes_on(
+    store: SqliteStore,
+) -> None:
+    await store.create_session("s1", title="T", agent="echo", owner="alice")
+    store.run_commit = _disk_full
+    with pytest.raises(StoreUnavailable) as failed:
+        await store.append("s1", message("lost", client_id="c1"))
+    assert failed.value.cause == "disk_full"
+    store.run_commit = _commit
+    event = appended(await store.append("s1", message("kept", client_id="c1")))
+    assert event.seq == 2
+    await store.ping()

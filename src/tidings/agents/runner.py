@@ -16,8 +16,11 @@ One reply, as seen in the session's log and on the wire:
 The content so far stays in memory (`partial`) and goes to `host.save_partial` at most once
 per `partial_interval_s`, from a saver task so that the stream never waits for the store.
 The end event of a message carries the client_id `agent:<message_id>:end`: the store keeps
-one event per client_id, so a reply ends once even when a retry or two recovering nodes
-race (the server must keep users' client_ids out of the `agent:` namespace).
+one event per (author, client_id), so a reply ends once even when a retry or two
+recovering nodes race (the server keeps users' client_ids out of the `agent:` namespace).
+A reply is keyed by the message it answers: its `message.created` carries the client_id
+`agent:<trigger event_id>:reply`, so a message is answered at most once, and the server
+can tell whether a retried message's reply ever started (`reply_client_id`).
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ _MAX_REASON = 120
 def end_client_id(message_id: str) -> str:
     """The client_id of the event that ends a reply (one per message, see the module doc)."""
     return f"agent:{message_id}:end"
+
+
+def reply_client_id(trigger_id: str) -> str:
+    """The client_id of the assistant message answering the event `trigger_id`."""
+    return f"agent:{trigger_id}:reply"
 
 
 def failure_message(error: BaseException) -> str:
@@ -120,6 +128,8 @@ class AgentRunner:
         self._queues: dict[str, deque[tuple[Agent, Event]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._running: dict[tuple[str, str], _Reply] = {}
+        #: `(session_id, trigger event_id)` of every reply queued or running.
+        self._triggers: set[tuple[str, str]] = set()
         self._active = 0
         self._closing = False
 
@@ -131,10 +141,15 @@ class AgentRunner:
             log.warning("reply to %s/%s dropped: shutting down", session_id, trigger.event_id)
             return
         self._queues.setdefault(session_id, deque()).append((agent, trigger))
+        self._triggers.add((session_id, trigger.event_id))
         if session_id not in self._workers:
             self._workers[session_id] = asyncio.create_task(
                 self._drain(session_id), name=f"tidings-replies-{session_id}"
             )
+
+    def handles(self, session_id: str, trigger_id: str) -> bool:
+        """Whether a reply to the event `trigger_id` is queued or running here."""
+        return (session_id, trigger_id) in self._triggers
 
     def partial(self, session_id: str, message_id: str) -> str | None:
         """The content so far of a reply running here, or None if it is not running here."""
@@ -178,7 +193,9 @@ class AgentRunner:
         A worker still busy after `grace_s` (a host that hangs) is cancelled.
         """
         self._closing = True
-        for queue in self._queues.values():
+        for session_id, queue in self._queues.items():
+            for _, dropped in queue:
+                self._triggers.discard((session_id, dropped.event_id))
             queue.clear()
         for reply in list(self._running.values()):
             reply.halt(INTERRUPTED)
@@ -221,7 +238,11 @@ class AgentRunner:
                             self._active -= 1
                 except Exception:
                     log.exception("reply in session %s failed unexpectedly", session_id)
+                finally:
+                    self._triggers.discard((session_id, trigger.event_id))
         finally:
+            for _, dropped in queue:  # (closing)
+                self._triggers.discard((session_id, dropped.event_id))
             # No await since the loop saw the queue empty: a submit cannot slip in between.
             del self._queues[session_id]
             del self._workers[session_id]
@@ -231,14 +252,21 @@ class AgentRunner:
     async def _reply(self, session_id: str, agent: Agent, trigger: Event) -> None:
         author = agent.name
         try:
-            await self._status(session_id, author, "processing", task="reply")
+            processing = await self._status(session_id, author, "processing", task="reply")
             created = await self._host.append(
                 session_id,
-                rules.draft_assistant_message(author=author),
+                rules.draft_assistant_message(
+                    author=author, client_id=reply_client_id(trigger.event_id)
+                ),
             )
         except Exception:
             log.exception("could not start a reply in session %s", session_id)
             await self._safe_status(session_id, author, "error", error=f"{FAILED}.")
+            return
+        if created.seq < processing.seq:
+            # The store answered with the reply begun before (a retried message raced
+            # its first reply, or another node): this message is being answered already.
+            await self._safe_status(session_id, author, "idle")
             return
         reply = _Reply(session_id, str(created.data["message"]["id"]), author)
         key = (session_id, reply.message_id)
@@ -366,9 +394,9 @@ class AgentRunner:
         *,
         task: str | None = None,
         error: str | None = None,
-    ) -> None:
+    ) -> Event:
         draft = rules.draft_agent_status(status, task=task, error=error, author=author)
-        await self._host.append(session_id, draft)
+        return await self._host.append(session_id, draft)
 
     async def _safe_status(
         self, session_id: str, author: str, status: str, *, error: str | None = None

@@ -18,7 +18,31 @@ class NotFound(Exception):
 
 
 class StoreUnavailable(Exception):
-    """The store cannot be reached or failed; the request may be retried later."""
+    """The store cannot be reached or failed, and the write was **not** stored; the
+    request may be retried later.
+
+    `cause` names the failure for operators (the `cause` label of
+    `tidings_store_write_failures_total`): `disk_full`, `read_only`, `io_error`,
+    `stopped`, `connection` or `error`."""
+
+    def __init__(self, message: str = "", *, cause: str = "error") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class CommitUncertain(Exception):
+    """The store sent a commit and cannot tell whether it happened (the connection was
+    lost awaiting the COMMIT reply, or the fsync after it failed). Not `StoreUnavailable`:
+    the write may be stored. Whoever appended finds out with `EventStore.find` once the
+    store answers again.
+
+    `resolvable` is False when the store has stopped (SQLite after an I/O failure at
+    commit fails stop): it will not answer before a restart, so waiting is pointless."""
+
+    def __init__(self, message: str, *, resolvable: bool = True, cause: str = "error") -> None:
+        super().__init__(message)
+        self.resolvable = resolvable
+        self.cause = cause
 
 
 class EventStore(Protocol):
@@ -48,7 +72,8 @@ class EventStore(Protocol):
       version on by one; `message.*` events maintain the message rows that `messages()`
       and `message()` read.
     * **Reads** see every committed append and never a partial one.
-    * Unknown session: `NotFound`. Backend failure: `StoreUnavailable`.
+    * Unknown session: `NotFound`. Backend failure: `StoreUnavailable`, which always means
+      *not stored*. A commit whose outcome the store cannot know: `CommitUncertain`.
     """
 
     async def open(self) -> None:
@@ -59,6 +84,10 @@ class EventStore(Protocol):
 
     async def ping(self) -> None:
         """Raise `StoreUnavailable` unless the store answers (for `/readyz`)."""
+
+    async def probe_write(self) -> None:
+        """Make one small durable write (for `/readyz` while writes fail, and the start
+        check); raise `StoreUnavailable` (with its `cause`) unless the store can write."""
 
     async def create_session(
         self, session_id: str, *, title: str, agent: str, owner: str

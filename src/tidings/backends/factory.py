@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tidings.backends.base import Clock, EventStore
+from tidings.backends.base import Clock, EventStore, StoreUnavailable
 from tidings.backends.memory import MemoryStore
 from tidings.backends.postgres import PostgresStore
 from tidings.backends.sqlite import SqliteStore
@@ -33,3 +33,18 @@ def open_store(url: str, clock: Clock) -> EventStore:
     if scheme in ("postgresql", "postgres"):
         return PostgresStore(url, clock)
     raise ValueError(f"unknown database URL scheme {scheme!r} in {url!r} (use {SUPPORTED})")
+
+
+async def check_writable(url: str, clock: Clock) -> str | None:
+    """Why the database `url` names cannot be written, or None when it can (opened,
+    migrated and written once, then closed): `tidings serve` refuses to start on it."""
+    store = open_store(url, clock)
+    try:
+        await store.open()
+        try:
+            await store.probe_write()
+        finally:
+            await store.close()
+    except StoreUnavailable as exc:
+        return str(exc)
+    return None

@@ -75,6 +75,9 @@ class MemoryStore:
     async def ping(self) -> None:
         pass
 
+    async def probe_write(self) -> None:
+        pass
+
     async def migrate(self) -> int:
         """Nothing to migrate: the schema version of a memory store is 0."""
         return 0

@@ -22,30 +22,35 @@ while holding the session's lock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
 import asyncpg
-import msgspec
+from asyncpg.transaction import Transaction
 
-from tidings.backends.base import Clock, NotFound, StoreUnavailable
-from tidings.backends.migrations.postgres import MIGRATIONS, VERSION_TABLE
+from tidings.backends.base import Clock, CommitUncertain, NotFound, StoreUnavailable
+from tidings.backends.postgres_sql import (
+    CONNECTION_ERRORS,
+    EVENT_COLUMNS,
+    Statement,
+    check_message,
+    check_session,
+    commit_failure,
+    event_of,
+    find,
+    insert_event,
+    migrate,
+    prepare,
+    runs,
+)
 from tidings.backends.rows import (
     MESSAGE_COLUMNS,
     SESSION_COLUMNS,
-    MemberGone,
-    MemberSet,
-    MessageAdded,
-    MessageCompleted,
-    MessageFailed,
     NewEvent,
-    RowChange,
-    SessionChanged,
     decide_append,
     dedupe_key,
     message_of,
-    row_change,
     session_of,
 )
 from tidings.core.model import (
@@ -59,11 +64,6 @@ from tidings.core.model import (
     SessionInfo,
 )
 
-_encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
-
-_EVENT_COLUMNS: Final = "seq, kind, ts, author, client_id, data::text"
-
 #: Appends flushed in one transaction at most.
 MAX_BATCH: Final = 512
 
@@ -72,47 +72,36 @@ _INSERT_EVENT_ONLY: Final = (
     " VALUES ($1, $2, $3, $4, $5, $6, $7::json)"
 )
 
-_Statement = tuple[str, tuple[Any, ...]]
 
-_INSERT_EVENT: Final = """
-WITH inserted AS (
-    INSERT INTO events (session_id, seq, kind, ts, author, client_id, data)
-    VALUES ($1, $2, $3, $4, $5, $6, $7::json)
-)
-UPDATE sessions SET seq = $2, version = $8 WHERE id = $1
-"""
-
-
-def _json(value: Any) -> str:
-    return _encode(value).decode()
+async def _commit(conn: asyncpg.Connection, transaction: Transaction) -> None:
+    await transaction.commit()
 
 
 @contextmanager
 def _unavailable_on_failure() -> Iterator[None]:
-    """Turn every database or connection failure into `StoreUnavailable`."""
+    """Turn every database or connection failure into `StoreUnavailable` (asyncpg's
+    `InternalClientError` included: a connection lost mid-protocol raises it)."""
     try:
         yield
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+    except CONNECTION_ERRORS as exc:
         raise StoreUnavailable(f"postgres: {exc}") from exc
-
-
-def _event_of(session_id: str, row: Sequence[Any]) -> Event:
-    return Event(
-        session=session_id,
-        seq=row[0],
-        kind=row[1],
-        ts=row[2],
-        author=row[3],
-        client_id=row[4],
-        data=_decode(row[5]),
-    )
 
 
 class PostgresStore:
     """`EventStore` on PostgreSQL (see the module docstring)."""
 
-    def __init__(self, dsn: str, clock: Clock, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        clock: Clock,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        application_name: str = "tidings",
+    ) -> None:
         self._dsn = dsn
+        #: Names this store's connections in `pg_stat_activity`.
+        self.application_name = application_name
         self._clock = clock
         self._min_size = min_size
         self._max_size = max_size
@@ -120,6 +109,12 @@ class PostgresStore:
         self._closing = False
         self._pending: list[tuple[str, Draft, asyncio.Future[Appended | Conflict]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        #: Server pids of backends lost while committing: until they are gone, a commit
+        #: of theirs may still land, so `find` cannot say "not stored".
+        self._unsettled: set[int] = set()
+        #: Commits an append transaction. Fault-injection tests replace it (to lose the
+        #: connection around the COMMIT).
+        self.run_commit: Callable[[asyncpg.Connection, Transaction], Awaitable[None]] = _commit
         #: Append transactions committed (for tests and metrics).
         self.commits = 0
 
@@ -130,12 +125,15 @@ class PostgresStore:
             return
         with _unavailable_on_failure():
             pool = await asyncpg.create_pool(
-                self._dsn, min_size=self._min_size, max_size=self._max_size
+                self._dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                server_settings={"application_name": self.application_name},
             )
         try:
             with _unavailable_on_failure():
                 async with pool.acquire() as conn:
-                    await _migrate(conn)
+                    await migrate(conn)
         except BaseException:
             await pool.close()
             raise
@@ -155,16 +153,22 @@ class PostgresStore:
         with _unavailable_on_failure():
             await self._ready().fetchval("SELECT 1", timeout=5)
 
+    async def probe_write(self) -> None:
+        with _unavailable_on_failure():
+            async with self._ready().acquire() as conn, conn.transaction():
+                # A row write and a commit: refused on a read-only server or standby.
+                await conn.execute("UPDATE tidings_schema SET version = version")
+
     async def migrate(self) -> int:
         """Create or migrate the schema; return its version (for `tidings migrate`)."""
         if self._pool is not None:
             with _unavailable_on_failure():
                 async with self._pool.acquire() as conn:
-                    return await _migrate(conn)
+                    return await migrate(conn)
         with _unavailable_on_failure():
             conn = await asyncpg.connect(self._dsn)
             try:
-                return await _migrate(conn)
+                return await migrate(conn)
             finally:
                 await conn.close()
 
@@ -205,7 +209,7 @@ class PostgresStore:
                 )
                 decision = decide_append(session_id, first, seq=0, version=0, original=None, ts=now)
                 assert isinstance(decision, NewEvent)
-                await _insert_event(conn, decision)
+                await insert_event(conn, decision)
         return SessionInfo(
             id=session_id, title=title, agent=agent, owner=owner, created_at=now, seq=1
         )
@@ -252,8 +256,10 @@ class PostgresStore:
         self, requests: list[tuple[str, Draft]]
     ) -> list[Appended | Conflict | BaseException]:
         """One transaction for the whole batch. Raises `_BatchFailed` when a statement
-        fails before the commit (nothing was written); other errors come from the
-        connection or the commit itself (the outcome is unknown)."""
+        fails before the commit (nothing was written). When the commit itself fails, each
+        new event of the batch gets the failure `postgres_sql.commit_failure` makes of it
+        (`CommitUncertain` unless the server refused the commit); what was decided
+        without writing (duplicates of earlier events, conflicts) stands."""
         pool = self._open_pool()
         async with pool.acquire() as conn:
             transaction = conn.transaction()
@@ -264,9 +270,27 @@ class PostgresStore:
                 if not conn.is_closed():
                     await transaction.rollback()
                 raise _BatchFailed from exc
-            await transaction.commit()
+            pid = conn.get_server_pid()
+            try:
+                await self.run_commit(conn, transaction)
+            except Exception as exc:
+                failure = self._commit_failed(exc, pid)
+                fresh = {id(r.event) for r in results if isinstance(r, Appended)}
+                fresh -= {id(r.event) for r in results if isinstance(r, Appended) and r.duplicate}
+                # An in-batch duplicate of a new event shares its (unknown) fate.
+                return [
+                    failure if isinstance(r, Appended) and id(r.event) in fresh else r
+                    for r in results
+                ]
         self.commits += 1
         return results
+
+    def _commit_failed(self, exc: Exception, pid: int) -> Exception:
+        failure = commit_failure(exc)
+        if isinstance(failure, CommitUncertain):
+            # Until that backend is gone it may still commit: `find` waits for it.
+            self._unsettled.add(pid)
+        return failure
 
     async def _append_batch_in_tx(
         self, conn: asyncpg.Connection, requests: list[tuple[str, Draft]]
@@ -283,7 +307,7 @@ class PostgresStore:
         originals: dict[tuple[str, str, str], Event] = {}
         if keys:
             found = await conn.fetch(
-                f"SELECT e.session_id, {', '.join('e.' + c for c in _EVENT_COLUMNS.split(', '))}"
+                f"SELECT e.session_id, {', '.join('e.' + c for c in EVENT_COLUMNS.split(', '))}"
                 " FROM events e JOIN unnest($1::text[], $2::text[], $3::text[])"
                 " AS k (sid, author, cid)"
                 " ON e.session_id = k.sid AND e.author = k.author AND e.client_id = k.cid",
@@ -292,11 +316,11 @@ class PostgresStore:
                 [k[2] for k in keys],
             )
             for row in found:
-                event = _event_of(row[0], tuple(row)[1:])
+                event = event_of(row[0], tuple(row)[1:])
                 originals[(row[0], event.author, row[5])] = event
         results: list[Appended | Conflict | BaseException] = []
         inserts: list[tuple[Any, ...]] = []
-        derived: list[_Statement] = []
+        derived: list[Statement] = []
         for session_id, draft in requests:
             head = heads.get(session_id)
             if head is None:
@@ -319,7 +343,7 @@ class PostgresStore:
             if not isinstance(decision, NewEvent):
                 results.append(decision)
                 continue
-            row, statements = _prepare(decision)
+            row, statements = prepare(decision)
             heads[session_id] = (decision.event.seq, decision.version)
             if key is not None:  # a later draft of the batch with this key is its duplicate
                 originals[key] = decision.event
@@ -329,7 +353,7 @@ class PostgresStore:
         if inserts:
             await conn.executemany(_INSERT_EVENT_ONLY, inserts)
             # Derived rows in log order; runs of one statement go in one executemany.
-            for sql, args in _runs(derived):
+            for sql, args in runs(derived):
                 await conn.executemany(sql, args)
             moved = {event[0] for event in inserts}
             await conn.executemany(
@@ -351,18 +375,31 @@ class PostgresStore:
         pool = self._open_pool()
         with _unavailable_on_failure():
             async with pool.acquire() as conn:
+                transaction = conn.transaction()
+                await transaction.start()
                 try:
-                    async with conn.transaction():
-                        return await self._append_in_tx(conn, session_id, draft)
+                    result = await self._append_in_tx(conn, session_id, draft)
                 except asyncpg.UniqueViolationError:
+                    await transaction.rollback()
                     # Another node inserted the same dedupe key first: return its event.
                     key = dedupe_key(session_id, draft)
-                    if key is None:
-                        raise
-                    original = await _find(conn, *key)
+                    original = None if key is None else await find(conn, *key)
                     if original is None:
                         raise
                     return Appended(event=original, duplicate=True)
+                except BaseException:
+                    if not conn.is_closed():
+                        await transaction.rollback()
+                    raise
+                pid = conn.get_server_pid()
+                try:
+                    await self.run_commit(conn, transaction)
+                except Exception as exc:
+                    if isinstance(result, Appended) and not result.duplicate:
+                        raise self._commit_failed(exc, pid) from exc
+                    return result  # decided without writing: it stands
+        self.commits += 1
+        return result
 
     async def _append_in_tx(
         self, conn: asyncpg.Connection, session_id: str, draft: Draft
@@ -378,12 +415,12 @@ class PostgresStore:
             draft,
             seq=head[0],
             version=head[1],
-            original=None if key is None else await _find(conn, *key),
+            original=None if key is None else await find(conn, *key),
             ts=self._clock(),
         )
         if not isinstance(decision, NewEvent):
             return decision
-        await _insert_event(conn, decision)
+        await insert_event(conn, decision)
         return Appended(event=decision.event, duplicate=False)
 
     async def save_partial(self, session_id: str, message_id: str, content: str) -> None:
@@ -399,7 +436,7 @@ class PostgresStore:
                     content,
                 )
                 if status == "UPDATE 0":
-                    await _check_message(conn, session_id, message_id)
+                    await check_message(conn, session_id, message_id)
 
     # -- reads -----------------------------------------------------------------------
 
@@ -429,7 +466,7 @@ class PostgresStore:
                     'SELECT "user", role FROM members WHERE session_id = $1', session_id
                 )
                 if not rows:
-                    await _check_session(conn, session_id)
+                    await check_session(conn, session_id)
         return {row[0]: Role(row[1]) for row in rows}
 
     async def role(self, session_id: str, user: str) -> Role | None:
@@ -441,7 +478,7 @@ class PostgresStore:
                     user,
                 )
                 if role is None:
-                    await _check_session(conn, session_id)
+                    await check_session(conn, session_id)
                     return None
         return Role(role)
 
@@ -449,29 +486,37 @@ class PostgresStore:
         with _unavailable_on_failure():
             async with self._ready().acquire() as conn:
                 rows = await conn.fetch(
-                    f"SELECT {_EVENT_COLUMNS} FROM events"
+                    f"SELECT {EVENT_COLUMNS} FROM events"
                     " WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                     session_id,
                     after,
                     None if limit is None else max(limit, 0),
                 )
                 if not rows:
-                    await _check_session(conn, session_id)
-        return [_event_of(session_id, row) for row in rows]
+                    await check_session(conn, session_id)
+        return [event_of(session_id, row) for row in rows]
 
     async def find(self, session_id: str, author: str, client_id: str) -> Event | None:
         with _unavailable_on_failure():
             async with self._ready().acquire() as conn:
-                found = await _find(conn, session_id, author, client_id)
+                if self._unsettled:
+                    alive = await conn.fetch(
+                        "SELECT pid FROM pg_stat_activity WHERE pid = ANY($1::int[])",
+                        sorted(self._unsettled),
+                    )
+                    self._unsettled = {row[0] for row in alive}
+                    if self._unsettled:
+                        raise StoreUnavailable("postgres: a lost commit may still be running")
+                found = await find(conn, session_id, author, client_id)
                 if found is None:
-                    await _check_session(conn, session_id)
+                    await check_session(conn, session_id)
         return found
 
     async def save_checkpoint(self, session_id: str, seq: int, state: bytes) -> None:
         pool = self._ready()
         with _unavailable_on_failure():
             async with pool.acquire() as conn:
-                await _check_session(conn, session_id)
+                await check_session(conn, session_id)
                 await conn.execute(
                     "INSERT INTO checkpoints (session_id, seq, state) VALUES ($1, $2, $3)"
                     " ON CONFLICT (session_id) DO UPDATE SET seq = excluded.seq,"
@@ -489,7 +534,7 @@ class PostgresStore:
                     "SELECT seq, state FROM checkpoints WHERE session_id = $1", session_id
                 )
                 if row is None:
-                    await _check_session(conn, session_id)
+                    await check_session(conn, session_id)
                     return None
         return int(row[0]), bytes(row[1])
 
@@ -514,7 +559,7 @@ class PostgresStore:
                     max(limit, 0),
                 )
                 if not rows:
-                    await _check_session(conn, session_id)
+                    await check_session(conn, session_id)
         return [message_of(row) for row in rows]
 
     async def message(self, session_id: str, message_id: str) -> Message:
@@ -526,7 +571,7 @@ class PostgresStore:
                     message_id,
                 )
                 if row is None:
-                    await _check_session(conn, session_id)
+                    await check_session(conn, session_id)
                     raise NotFound(f"no message {message_id!r} in session {session_id!r}")
         return message_of(row)
 
@@ -539,142 +584,5 @@ class PostgresStore:
         return [(row[0], row[1]) for row in rows]
 
 
-async def _find(
-    conn: asyncpg.Connection, session_id: str, author: str, client_id: str
-) -> Event | None:
-    """The event stored under the dedupe key `(session_id, author, client_id)`, if any."""
-    row = await conn.fetchrow(
-        f"SELECT {_EVENT_COLUMNS} FROM events"
-        " WHERE session_id = $1 AND author = $2 AND client_id = $3",
-        session_id,
-        author,
-        client_id,
-    )
-    return None if row is None else _event_of(session_id, row)
-
-
 class _BatchFailed(Exception):
     """A statement of a batch failed; the batch was rolled back."""
-
-
-def _runs(statements: list[_Statement]) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """Group consecutive statements with the same SQL, keeping their order."""
-    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
-    for sql, args in statements:
-        if runs and runs[-1][0] == sql:
-            runs[-1][1].append(args)
-        else:
-            runs.append((sql, [args]))
-    return runs
-
-
-def _prepare(new: NewEvent) -> tuple[tuple[Any, ...], list[_Statement]]:
-    """The arguments of the event's insert and the statements for its derived rows."""
-    event = new.event
-    row = (event.session, event.seq, event.kind, event.ts, event.author, event.client_id, new.text)
-    return row, _derived(event.session, row_change(event))
-
-
-async def _insert_event(conn: asyncpg.Connection, new: NewEvent) -> None:
-    """Insert the event, move the session's head, derive rows."""
-    row, statements = _prepare(new)
-    await conn.execute(_INSERT_EVENT, *row, new.version)
-    for sql, args in statements:
-        await conn.execute(sql, *args)
-
-
-async def _check_session(conn: asyncpg.Connection, session_id: str) -> None:
-    if await conn.fetchval("SELECT 1 FROM sessions WHERE id = $1", session_id) is None:
-        raise NotFound(f"no session {session_id!r}")
-
-
-async def _check_message(conn: asyncpg.Connection, session_id: str, message_id: str) -> None:
-    found = await conn.fetchval(
-        "SELECT 1 FROM messages WHERE session_id = $1 AND id = $2", session_id, message_id
-    )
-    if found is None:
-        await _check_session(conn, session_id)
-        raise NotFound(f"no message {message_id!r} in session {session_id!r}")
-
-
-def _derived(session_id: str, change: RowChange | None) -> list[_Statement]:
-    """The statements that write one event's row change (decided by `rows.row_change`)."""
-    match change:
-        case MemberSet(user=user, role=role):
-            return [
-                (
-                    'INSERT INTO members (session_id, "user", role) VALUES ($1, $2, $3)'
-                    ' ON CONFLICT (session_id, "user") DO UPDATE SET role = excluded.role',
-                    (session_id, user, role.value),
-                )
-            ]
-        case MemberGone(user=user):
-            return [
-                ('DELETE FROM members WHERE session_id = $1 AND "user" = $2', (session_id, user))
-            ]
-        case SessionChanged(title=title, status=status, has_metadata=has_metadata):
-            return [
-                (
-                    "UPDATE sessions SET title = coalesce($2, title),"
-                    " status = coalesce($3, status),"
-                    " metadata = CASE WHEN $4 THEN $5::json ELSE metadata END WHERE id = $1",
-                    (session_id, title, status, has_metadata, _json(change.metadata)),
-                )
-            ]
-        case MessageAdded(message=m):
-            return [
-                (
-                    "INSERT INTO messages (session_id, id, seq, role, author, content, is_code,"
-                    " status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    (
-                        session_id,
-                        m.id,
-                        m.seq,
-                        m.role,
-                        m.author,
-                        m.content,
-                        m.is_code,
-                        m.status,
-                        m.created_at,
-                    ),
-                )
-            ]
-        case MessageCompleted(message_id=message_id, content=content, usage=usage):
-            return [
-                (
-                    "UPDATE messages SET status = 'complete', content = coalesce($3, content),"
-                    " usage = $4::json WHERE session_id = $1 AND id = $2",
-                    (session_id, message_id, content, None if usage is None else _json(usage)),
-                )
-            ]
-        case MessageFailed(message_id=message_id, error=error):
-            return [
-                (
-                    "UPDATE messages SET status = 'failed', error = $3"
-                    " WHERE session_id = $1 AND id = $2",
-                    (session_id, message_id, error),
-                )
-            ]
-    return []
-
-
-async def _migrate(conn: asyncpg.Connection) -> int:
-    """Bring the schema to the latest version in one transaction; return the version.
-
-    An advisory lock serializes nodes that start together on an empty database.
-    """
-    async with conn.transaction():
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('tidings_schema:' || current_schema()))"
-        )
-        await conn.execute(VERSION_TABLE)
-        version = await conn.fetchval("SELECT version FROM tidings_schema")
-        if version > len(MIGRATIONS):
-            raise StoreUnavailable(
-                f"the database schema (version {version}) is newer than this Tidings "
-                f"understands (version {len(MIGRATIONS)})"
-            )
-        for target in range(version + 1, len(MIGRATIONS) + 1):
-            await conn.execute(MIGRATIONS[target - 1])
-            await conn.execute("UPDATE tidings_schema SET version = $1", target)
-    return len(MIGRATIONS)

@@ -41,30 +41,32 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 
 import msgspec
 
-from tidings.backends.base import Clock, NotFound, StoreUnavailable
-from tidings.backends.migrations.sqlite import MIGRATIONS
+from tidings.backends.base import Clock, CommitUncertain, NotFound, StoreUnavailable
 from tidings.backends.rows import (
     MESSAGE_COLUMNS,
     SESSION_COLUMNS,
-    MemberGone,
-    MemberSet,
-    MessageAdded,
-    MessageCompleted,
-    MessageFailed,
     NewEvent,
-    RowChange,
-    SessionChanged,
     decide_append,
     dedupe_key,
     message_of,
     row_change,
     session_of,
+)
+from tidings.backends.sqlite_sql import (
+    NOT_COMMITTED,
+    check_message,
+    check_session,
+    derived,
+    event_key,
+    failure_cause,
+    find_event,
+    migrate_schema,
 )
 from tidings.core.model import (
     Appended,
@@ -100,25 +102,19 @@ _NO_BOUND: Final = 2**62
 _BUSY_TIMEOUT_MS: Final = 5000
 
 
-def _json(value: Any) -> str:
-    return _encode(value).decode()
-
-
-def _statements(script: str) -> Iterator[str]:
-    """Split a migration script into statements (so it can run inside our transaction;
-    `executescript` would commit first)."""
-    pending = ""
-    for line in script.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            yield pending
-            pending = ""
-    if pending.strip():
-        raise ValueError(f"incomplete SQL statement in migration: {pending!r}")
-
-
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
-    return StoreUnavailable(f"sqlite: {exc}")
+    return StoreUnavailable(f"sqlite: {exc}", cause=failure_cause(exc))
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    conn.execute("COMMIT")
+
+
+def _probe(conn: sqlite3.Connection) -> None:
+    """A write that changes nothing but still reaches the disk: the header's
+    user_version page is rewritten (with its WAL frame and fsync) at commit."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    conn.execute(f"PRAGMA user_version = {int(version)}")
 
 
 _Batch = list[tuple[_Write, "asyncio.Future[Any]"]]
@@ -180,6 +176,11 @@ class SqliteStore:
         self._local = threading.local()
         self._rconns: list[sqlite3.Connection] = []
         self._rconns_lock = threading.Lock()
+        #: Runs COMMIT on the writer's connection. Fault-injection tests replace it (to
+        #: fail the way a failed fsync does, after the commit may have reached the disk).
+        self.run_commit: Callable[[sqlite3.Connection], None] = _commit
+        #: Why the store stopped writing (an I/O failure at commit), or None.
+        self.stopped: str | None = None
         #: Transactions committed by the writer (for tests and metrics): under load it
         #: grows much more slowly than the number of appends.
         self.commits = 0
@@ -228,7 +229,12 @@ class SqliteStore:
         self._local = threading.local()
 
     async def ping(self) -> None:
+        if self.stopped is not None:
+            raise StoreUnavailable(self.stopped, cause="stopped")
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def probe_write(self) -> None:
+        await self._write(_probe)
 
     async def migrate(self) -> int:
         """Create or migrate the schema; return its version (for `tidings migrate`)."""
@@ -279,10 +285,18 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous = FULL")
             # Checkpoints are jobs of their own on this thread (module docstring).
             conn.execute("PRAGMA wal_autocheckpoint = 0")
-            _migrate(conn)
+            migrate_schema(conn)
+            # A file the process cannot write (read-only file or mount) opens and reads
+            # fine: refuse it now rather than fail every send later.
+            conn.execute("BEGIN IMMEDIATE")
+            _probe(conn)
+            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             conn.close()
-            raise _unavailable(exc) from exc
+            failure = _unavailable(exc)
+            raise StoreUnavailable(
+                f"sqlite: cannot write {self.path!r}: {exc}", cause=failure.cause
+            ) from exc
         except BaseException:
             conn.close()
             raise
@@ -298,7 +312,7 @@ class SqliteStore:
     def _migrate_writer(self) -> int:
         assert self._wconn is not None
         try:
-            return _migrate(self._wconn)
+            return migrate_schema(self._wconn)
         except sqlite3.Error as exc:
             raise _unavailable(exc) from exc
 
@@ -307,7 +321,7 @@ class SqliteStore:
             conn = self._connect()
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
-                return _migrate(conn)
+                return migrate_schema(conn)
             finally:
                 conn.close()
         except sqlite3.Error as exc:
@@ -320,6 +334,8 @@ class SqliteStore:
 
     def _submit(self, write: _Write) -> asyncio.Future[Any]:
         """Queue `write` for the next batch at once; the future settles after its commit."""
+        if self.stopped is not None:
+            raise StoreUnavailable(self.stopped, cause="stopped")
         if not self._open:
             raise StoreUnavailable("the SQLite store is not open")
         loop = asyncio.get_running_loop()
@@ -414,9 +430,14 @@ class SqliteStore:
         rolled back and the batch runs again with each write in its own SAVEPOINT, so
         the failing write fails alone. Failures are rare; savepoints cost two
         statements per write, which is why they are not the first attempt.
+
+        A COMMIT failing on an I/O error stops the store (`_stop`); later batches are
+        refused without being run.
         """
         conn = self._wconn
         assert conn is not None
+        if self.stopped is not None:
+            return [(False, StoreUnavailable(self.stopped, cause="stopped"))] * len(writes)
         began = time.monotonic()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -431,11 +452,17 @@ class SqliteStore:
                     "UPDATE sessions SET seq = ?, version = ? WHERE id = ?",
                     [(*self._heads[sid], sid) for sid in self._dirty],
                 )
-            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback(conn)
             failure = _unavailable(exc)
             return [(False, failure)] * len(writes)
+        try:
+            self.run_commit(conn)
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            if failure_cause(exc) in NOT_COMMITTED:
+                return [(False, _unavailable(exc))] * len(writes)
+            return self._stop(exc, results)
         self._dirty.clear()
         self.commits += 1
         self.writes += sum(1 for ok, _ in results if ok)
@@ -443,6 +470,33 @@ class SqliteStore:
         if ended - began >= self.slow_commit_s:
             self._slow_until = ended + SLOW_DISK_PAUSE_S
         return results
+
+    def _stop(self, exc: sqlite3.Error, results: list[tuple[bool, Any]]) -> list[tuple[bool, Any]]:
+        """Fail stop after an I/O error at COMMIT (a failed fsync, typically): the
+        batch may or may not be on disk, and what SQLite reports afterwards cannot be
+        trusted (the pages it keeps may be ones the disk lost), as PostgreSQL reasons
+        when it panics on a failed fsync. No write is taken until a restart recovers the
+        WAL. The batch's writes become `CommitUncertain` (not resolvable here); what was
+        decided without writing (duplicates, conflicts, failed writes) stands."""
+        self.stopped = (
+            f"the SQLite store stopped writing after an I/O failure at commit ({exc}); "
+            "restart the server once the disk is healthy"
+        )
+        log.error("sqlite %s: %s", self.path, self.stopped)
+        uncertain = CommitUncertain(
+            f"sqlite: the outcome of a commit is unknown: {exc}",
+            resolvable=False,
+            cause=failure_cause(exc),
+        )
+        out: list[tuple[bool, Any]] = []
+        for ok, value in results:
+            known = (
+                not ok
+                or isinstance(value, Conflict)
+                or (isinstance(value, Appended) and value.duplicate)
+            )
+            out.append((ok, value) if known else (False, uncertain))
+        return out
 
     def _run_in_savepoint(self, conn: sqlite3.Connection, write: _Write) -> tuple[bool, Any]:
         heads = {sid: self._heads[sid] for sid in self._dirty}
@@ -492,7 +546,7 @@ class SqliteStore:
             draft,
             seq=seq,
             version=version,
-            original=None if key is None else _find(conn, *key),
+            original=None if key is None else find_event(conn, *key),
             ts=self._clock(),
         )
         if not isinstance(decision, NewEvent):
@@ -503,13 +557,13 @@ class SqliteStore:
     def _insert_event(self, conn: sqlite3.Connection, new: NewEvent) -> None:
         """Insert the event and its derived rows, and move the cached head on."""
         event = new.event
-        derived = _derived(event.session, row_change(event))
+        statements = derived(event.session, row_change(event))
         conn.execute(
             "INSERT INTO events (session_id, seq, author, client_id, kind, ts, data)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (*_event_key(event), event.kind, event.ts, new.text),
+            (*event_key(event), event.kind, event.ts, new.text),
         )
-        for sql, args in derived:
+        for sql, args in statements:
             conn.execute(sql, args)
         # Only once every statement has succeeded: a failed write leaves the cache as is.
         self._heads[event.session] = (event.seq, new.version)
@@ -559,7 +613,7 @@ class SqliteStore:
                 (content, session_id, message_id),
             )
             if cursor.rowcount == 0:
-                _check_message(conn, session_id, message_id)
+                check_message(conn, session_id, message_id)
 
         await self._write(write)
 
@@ -617,7 +671,7 @@ class SqliteStore:
                 "SELECT user, role FROM members WHERE session_id = ?", (session_id,)
             ).fetchall()
             if not rows:
-                _check_session(conn, session_id)
+                check_session(conn, session_id)
             return {user: Role(role) for user, role in rows}
 
         return await self._read(read)
@@ -628,7 +682,7 @@ class SqliteStore:
                 "SELECT role FROM members WHERE session_id = ? AND user = ?", (session_id, user)
             ).fetchone()
             if row is None:
-                _check_session(conn, session_id)
+                check_session(conn, session_id)
                 return None
             return Role(row[0])
 
@@ -642,7 +696,7 @@ class SqliteStore:
                 (session_id, after, -1 if limit is None else max(limit, 0)),
             ).fetchall()
             if not rows:
-                _check_session(conn, session_id)
+                check_session(conn, session_id)
             return [
                 Event(
                     session=session_id,
@@ -659,17 +713,21 @@ class SqliteStore:
         return await self._read(read)
 
     async def find(self, session_id: str, author: str, client_id: str) -> Event | None:
+        if self.stopped is not None:
+            # What reached the disk is unknown until a restart recovers the WAL.
+            raise StoreUnavailable(self.stopped, cause="stopped")
+
         def read(conn: sqlite3.Connection) -> Event | None:
-            found = _find(conn, session_id, author, client_id)
+            found = find_event(conn, session_id, author, client_id)
             if found is None:
-                _check_session(conn, session_id)
+                check_session(conn, session_id)
             return found
 
         return await self._read(read)
 
     async def save_checkpoint(self, session_id: str, seq: int, state: bytes) -> None:
         def write(conn: sqlite3.Connection) -> None:
-            _check_session(conn, session_id)
+            check_session(conn, session_id)
             conn.execute(
                 "INSERT INTO checkpoints (session_id, seq, state) VALUES (?, ?, ?)"
                 " ON CONFLICT (session_id) DO UPDATE SET seq = excluded.seq,"
@@ -685,7 +743,7 @@ class SqliteStore:
                 "SELECT seq, state FROM checkpoints WHERE session_id = ?", (session_id,)
             ).fetchone()
             if row is None:
-                _check_session(conn, session_id)
+                check_session(conn, session_id)
                 return None
             return int(row[0]), bytes(row[1])
 
@@ -711,7 +769,7 @@ class SqliteStore:
                 (session_id, _NO_BOUND if before is None else before, max(limit, 0)),
             ).fetchall()
             if not rows:
-                _check_session(conn, session_id)
+                check_session(conn, session_id)
             return [message_of(row) for row in rows]
 
         return await self._read(read)
@@ -723,7 +781,7 @@ class SqliteStore:
                 (session_id, message_id),
             ).fetchone()
             if row is None:
-                _check_session(conn, session_id)
+                check_session(conn, session_id)
                 raise NotFound(f"no message {message_id!r} in session {session_id!r}")
             return message_of(row)
 
@@ -738,126 +796,3 @@ class SqliteStore:
             return [(session_id, message_id) for session_id, message_id in rows]
 
         return await self._read(read)
-
-
-def _check_session(conn: sqlite3.Connection, session_id: str) -> None:
-    if conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is None:
-        raise NotFound(f"no session {session_id!r}")
-
-
-def _check_message(conn: sqlite3.Connection, session_id: str, message_id: str) -> None:
-    row = conn.execute(
-        "SELECT 1 FROM messages WHERE session_id = ? AND id = ?", (session_id, message_id)
-    ).fetchone()
-    if row is None:
-        _check_session(conn, session_id)
-        raise NotFound(f"no message {message_id!r} in session {session_id!r}")
-
-
-def _event_key(event: Event) -> tuple[str, int, str, str | None]:
-    return (event.session, event.seq, event.author, event.client_id)
-
-
-def _find(conn: sqlite3.Connection, session_id: str, author: str, client_id: str) -> Event | None:
-    """The event stored under the dedupe key `(session_id, author, client_id)`, if any."""
-    row = conn.execute(
-        "SELECT seq, kind, ts, data FROM events"
-        " WHERE session_id = ? AND author = ? AND client_id = ?",
-        (session_id, author, client_id),
-    ).fetchone()
-    if row is None:
-        return None
-    return Event(
-        session=session_id,
-        seq=row[0],
-        kind=row[1],
-        ts=row[2],
-        author=author,
-        data=_decode(row[3]),
-        client_id=client_id,
-    )
-
-
-def _derived(session_id: str, change: RowChange | None) -> list[tuple[str, tuple[Any, ...]]]:
-    """The statements that write one event's row change (decided by `rows.row_change`)."""
-    match change:
-        case MemberSet(user=user, role=role):
-            return [
-                (
-                    "INSERT INTO members (session_id, user, role) VALUES (?, ?, ?)"
-                    " ON CONFLICT (session_id, user) DO UPDATE SET role = excluded.role",
-                    (session_id, user, role.value),
-                )
-            ]
-        case MemberGone(user=user):
-            return [("DELETE FROM members WHERE session_id = ? AND user = ?", (session_id, user))]
-        case SessionChanged():
-            sets: list[str] = []
-            values: list[Any] = []
-            for column, value in (("title", change.title), ("status", change.status)):
-                if value is not None:
-                    sets.append(f"{column} = ?")
-                    values.append(value)
-            if change.has_metadata:
-                sets.append("metadata = ?")
-                values.append(_json(change.metadata))
-            if not sets:
-                return []
-            sql = f"UPDATE sessions SET {', '.join(sets)} WHERE id = ?"
-            return [(sql, (*values, session_id))]
-        case MessageAdded(message=m):
-            return [
-                (
-                    "INSERT INTO messages (session_id, id, seq, role, author, content, is_code,"
-                    " status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        session_id,
-                        m.id,
-                        m.seq,
-                        m.role,
-                        m.author,
-                        m.content,
-                        m.is_code,
-                        m.status,
-                        m.created_at,
-                    ),
-                )
-            ]
-        case MessageCompleted(message_id=message_id, content=content, usage=usage):
-            return [
-                (
-                    "UPDATE messages SET status = 'complete', content = coalesce(?, content),"
-                    " usage = ? WHERE session_id = ? AND id = ?",
-                    (content, None if usage is None else _json(usage), session_id, message_id),
-                )
-            ]
-        case MessageFailed(message_id=message_id, error=error):
-            return [
-                (
-                    "UPDATE messages SET status = 'failed', error = ?"
-                    " WHERE session_id = ? AND id = ?",
-                    (error, session_id, message_id),
-                )
-            ]
-    return []
-
-
-def _migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema to the latest version in one transaction; return the version."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise StoreUnavailable(
-                f"the database schema (version {version}) is newer than this Tidings "
-                f"understands (version {len(MIGRATIONS)})"
-            )
-        for target in range(version + 1, len(MIGRATIONS) + 1):
-            for statement in _statements(MIGRATIONS[target - 1]):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {target}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return len(MIGRATIONS)

@@ -266,9 +266,10 @@ def draft_agent_status(
     return Draft(kind=Kind.AGENT_STATUS, author=author, data=data, client_id=client_id)
 
 
-def draft_assistant_message(*, author: str = "assistant") -> Draft:
+def draft_assistant_message(*, author: str = "assistant", client_id: str | None = None) -> Draft:
     """The start of an assistant reply: an empty message, streaming until it completes."""
     return Draft(
+        client_id=client_id,
         kind=Kind.MESSAGE_CREATED,
         author=author,
         data={

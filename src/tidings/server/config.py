@@ -42,6 +42,9 @@ class Config:
     max_subscriptions: int = 100
     agent_concurrency: int = 32
     agent_timeout_s: float = 120.0
+    #: How long a send whose commit outcome is unknown waits for the store to tell
+    #: (docs/guarantees.md, "Uncertain commit outcomes"); then its connection closes.
+    uncertain_commit_ms: int = 10_000
     #: Rate-limited requests within `rate_window_ms` that make the server close with 4008.
     rate_strikes: int = 50
     rate_window_ms: int = 10_000
@@ -110,6 +113,7 @@ _INTS = {
     "agent_concurrency",
     "rate_strikes",
     "rate_window_ms",
+    "uncertain_commit_ms",
 }
 _FLOATS = {"rate_limit", "agent_timeout_s"}
 _BOOLS = {"dev"}

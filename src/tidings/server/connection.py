@@ -21,6 +21,7 @@ from tidings.core.ratelimit import Strikes, TokenBucket
 from tidings.protocol import messages as wire
 from tidings.protocol.codes import CloseCode, ErrorCode, ProtocolError
 from tidings.protocol.state import ConnectionStateMachine, Input, Outcome
+from tidings.server.commits import UNKNOWN_CLOSE_REASON, OutcomeUnknown
 
 if TYPE_CHECKING:
     from tidings.server.node import Ack, Node
@@ -219,6 +220,10 @@ class Connection:
                     duplicate=result.duplicate,
                 )
             )
+        elif isinstance(exc, OutcomeUnknown):
+            # No answer: an error would say "not stored". The client resends this send
+            # with its client id after reconnecting and gets the truth.
+            self.close(CloseCode.INTERNAL_ERROR, UNKNOWN_CLOSE_REASON)
         elif isinstance(exc, ProtocolError):
             exc.re = re
             self.error(exc)

@@ -201,14 +201,21 @@ def install(app: FastAPI) -> None:
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
-    @app.get("/readyz", summary="Readiness: store and broker reachable")
+    @app.get("/readyz", summary="Readiness: store and broker reachable, writes succeeding")
     async def readyz(request: Request) -> Response:
         node = _node(request)
         try:
             await node.store.ping()
             await node.broker.ping()
+            if node.writes.error is not None:
+                # Writes have been failing: ready again only once one succeeds.
+                await node.store.probe_write()
+                node.writes.succeeded()
         except Exception as exc:
-            return json_response({"status": "unavailable", "reason": type(exc).__name__}, 503)
+            reason = type(exc).__name__
+            cause = getattr(exc, "cause", None)
+            body = {"status": "unavailable", "reason": reason if cause is None else cause}
+            return json_response(body, 503)
         return json_response({"status": "ready"})
 
     @app.get("/metrics", summary="Prometheus metrics")

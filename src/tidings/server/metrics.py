@@ -82,6 +82,8 @@ class Metrics:
         self.slow_consumer_closes = Count()
         self.origin_refused = Count()
         self.errors = Labeled()
+        #: Failed writes by cause (`StoreUnavailable.cause`; uncertain commits included).
+        self.write_failures = Labeled()
         self.fanout_seconds = Buckets(
             (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
         )
@@ -127,6 +129,14 @@ class _Collector(Collector):
         for code, child in sorted(m.errors.children.items()):
             errors.add_metric([code], child.value)
         yield errors
+        failures = CounterMetricFamily(
+            "tidings_store_write_failures",
+            "Store writes that failed (or whose commit outcome was unknown), by cause",
+            labels=["cause"],
+        )
+        for cause, child in sorted(m.write_failures.children.items()):
+            failures.add_metric([cause], child.value)
+        yield failures
         fanout = m.fanout_seconds
         yield HistogramMetricFamily(
             "tidings_fanout_seconds",

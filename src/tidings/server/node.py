@@ -19,7 +19,7 @@ import msgspec
 from tidings.agents.base import Agent, AgentContext, close_agent
 from tidings.agents.loader import BUILT_IN, load_agent
 from tidings.agents.runner import AgentRunner
-from tidings.backends.base import Broker, EventStore, NotFound, StoreUnavailable
+from tidings.backends.base import Broker, CommitUncertain, EventStore, NotFound, StoreUnavailable
 from tidings.backends.factory import open_store
 from tidings.backends.memory_broker import MemoryBroker
 from tidings.core import rules
@@ -29,6 +29,7 @@ from tidings.core.presence import PresenceTracker
 from tidings.core.rules import Action
 from tidings.protocol import messages as wire
 from tidings.protocol.codes import CloseCode, ErrorCode, ProtocolError
+from tidings.server import commits
 from tidings.server.config import Config
 from tidings.server.hub import Channel, Hub
 from tidings.server.metrics import Metrics
@@ -104,6 +105,10 @@ class Node:
         self._prefix = os.urandom(3).hex()
         self._heartbeat: asyncio.Task[None] | None = None
         self._flusher: Flusher | None = None
+        #: Tasks resolving uncertain commits, or checking that a retried message's reply
+        #: started (kept so they are not collected while they run).
+        self._pending_checks: set[asyncio.Task[Any]] = set()
+        self.writes = commits.WriteHealth(self.metrics)
         self.started = False
 
     # ------------------------------------------------------------ life cycle
@@ -130,6 +135,9 @@ class Node:
             await asyncio.gather(self._heartbeat, return_exceptions=True)
         for conn in list(self.connections):
             conn.socket.close(CloseCode.GOING_AWAY, "server shutting down")
+        for task in list(self._pending_checks):
+            task.cancel()
+        await asyncio.gather(*self._pending_checks, return_exceptions=True)
         await self.runner.close()
         for agent in self._agents.values():
             if agent is not None:
@@ -249,10 +257,32 @@ class Node:
 
     async def _append(self, session_id: str, draft: Draft) -> tuple[Event, bool]:
         try:
-            result = await self.store.append(session_id, draft)
+            try:
+                result: Appended | Conflict = await self.store.append(session_id, draft)
+            except CommitUncertain as exc:
+                result = await self._resolve(session_id, draft, exc)
         except (NotFound, StoreUnavailable) as exc:
-            raise _store_error(exc, session_id) from None
+            raise self._write_failed(exc, session_id) from None
         return self._settle(session_id, draft, result)
+
+    def _resolve(
+        self, session_id: str, draft: Draft, uncertain: CommitUncertain
+    ) -> asyncio.Task[Appended]:
+        """Find out whether an uncertain commit happened (`server.commits`)."""
+        self.writes.failed(uncertain)
+        timeout_s = self.config.uncertain_commit_ms / 1000
+        work = commits.resolve(self.store, session_id, draft, uncertain, timeout_s=timeout_s)
+        return self._track(work)
+
+    def _track(self, work: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending_checks.add(task)
+        task.add_done_callback(self._pending_checks.discard)
+        return task
+
+    def _write_failed(self, exc: Exception, session_id: str) -> ProtocolError:
+        self.writes.failed(exc)
+        return _store_error(exc, session_id)
 
     def _settle(
         self, session_id: str, draft: Draft, result: Appended | Conflict
@@ -265,6 +295,8 @@ class Node:
                 extra={"version": result.version},
             )
         event = result.event
+        if self.writes.error is not None:
+            self.writes.succeeded()
         if result.duplicate:
             self.metrics.duplicates.inc()
         else:
@@ -300,7 +332,7 @@ class Node:
         try:
             stored = self.store.submit(session_id, draft)
         except (NotFound, StoreUnavailable) as exc:
-            raise _store_error(exc, session_id) from None
+            raise self._write_failed(exc, session_id) from None
         ack: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         stored.add_done_callback(partial(self._sent, session_id, draft, channel.agent, ack))
         return ack
@@ -318,16 +350,23 @@ class Node:
         try:
             try:
                 result = stored.result()
+            except CommitUncertain as exc:
+                # Settled again by the lookup's outcome, as if the commit had answered.
+                done = partial(self._sent, session_id, draft, agent_name, ack)
+                self._resolve(session_id, draft, exc).add_done_callback(done)
+                return
             except (NotFound, StoreUnavailable) as exc:
-                raise _store_error(exc, session_id) from None
+                raise self._write_failed(exc, session_id) from None
             event, duplicate = self._settle(session_id, draft, result)
         except Exception as exc:
             ack.set_exception(exc)
             return
-        if not duplicate and event.kind == Kind.MESSAGE_CREATED and agent_name != "none":
+        if event.kind == Kind.MESSAGE_CREATED and agent_name != "none":
             agent = self.agent(agent_name)
-            if agent is not None:
+            if agent is not None and not duplicate:
                 self.runner.submit(session_id, agent, event)
+            elif agent is not None:  # a retry: its reply may never have started
+                self._track(commits.start_reply_if_missing(self, session_id, agent, event))
         assert draft.client_id is not None
         ack.set_result(
             Ack(

@@ -1,0 +1,249 @@
+"""One rule for uncertain outcomes (issue 10 point 1), over real sockets.
+
+An `error` to a send means *not stored*. When the store cannot tell whether a commit
+happened (`CommitUncertain`), the server looks the send up by (session, author,
+client_id) and answers the truth; if it cannot find out in time it answers nothing and
+closes the connection (1011), so that the client retries with the same client id.
+
+`UncertainStore` is a real memory store whose commits can be made to end in doubt:
+committed (or not) and then reported as `CommitUncertain`, like a PostgreSQL connection
+lost while awaiting the reply to COMMIT; its lookups can be made to fail like a store
+that does not answer yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.server.harness import Server, fetch_events, message, metric, running_server
+from tidings.backends.base import CommitUncertain, StoreUnavailable
+from tidings.backends.memory import MemoryStore
+from tidings.backends.sqlite import SqliteStore
+from tidings.core.model import Appended, Conflict, Draft, Event
+from tidings.server.node import wall_clock_ms
+
+
+class UncertainStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__(wall_clock_ms)
+        #: "committed": the next user message commits, then reports CommitUncertain;
+        #: "lost": it reports CommitUncertain without committing; None: normal.
+        self.doubt: str | None = None
+        #: While True, `find` raises StoreUnavailable (the store does not answer yet).
+        self.unreachable = False
+        self.lookups = 0
+
+    async def append(self, session_id: str, draft: Draft) -> Appended | Conflict:
+        return await self.submit(session_id, draft)
+
+    def submit(self, session_id: str, draft: Draft) -> asyncio.Future[Appended | Conflict]:
+        doubt = self.doubt if draft.author != "echo" and draft.kind == "message.created" else None
+        if doubt is None:
+            return super().submit(session_id, draft)
+        self.doubt = None
+        future: asyncio.Future[Appended | Conflict] = asyncio.get_running_loop().create_future()
+        if doubt == "committed":
+            self._append_now(session_id, draft)
+        future.set_exception(CommitUncertain("connection lost awaiting COMMIT", cause="connection"))
+        return future
+
+    async def find(self, session_id: str, author: str, client_id: str) -> Event | None:
+        self.lookups += 1
+        if self.unreachable:
+            raise StoreUnavailable("still down", cause="connection")
+        return await super().find(session_id, author, client_id)
+
+
+@pytest.fixture
+def store() -> UncertainStore:
+    return UncertainStore()
+
+
+@pytest.fixture
+async def server(tmp_path: Path, store: UncertainStore) -> AsyncIterator[Server]:
+    async with running_server(
+        tmp_path, store=store, agent="echo", echo_delay_ms=1, uncertain_commit_ms=300
+    ) as running:
+        yield running
+
+
+def _is_reply(frame: dict[str, Any]) -> bool:
+    return frame.get("kind") == "message.completed" or (
+        frame.get("kind") == "message.created" and frame["data"]["message"]["role"] == "assistant"
+    )
+
+
+async def test_a_commit_in_doubt_that_happened_is_acked_delivered_and_answered(
+    server: Server, store: UncertainStore
+) -> None:
+    sid = await server.create_session("al", agent="echo")
+    sender = await server.client("al")
+    watcher = await server.client("al")
+    await watcher.subscribe(sid)
+    store.doubt = "committed"
+    ack = await sender.request(message("hello", "m1", session=sid))
+    assert (ack["type"], ack["duplicate"], ack["seq"]) == ("ack", False, 2)
+    [event] = await watcher.events(sid, 1)
+    assert (event["seq"], event["client_id"]) == (2, "m1")
+    reply = await watcher.next(_is_reply)
+    assert reply["kind"] == "message.created"
+    assert store.lookups == 1
+    assert await metric(server, 'tidings_store_write_failures_total{cause="connection"}') == 1
+    await sender.close()
+    await watcher.close()
+
+
+async def test_a_commit_in_doubt_that_did_not_happen_answers_unavailable(
+    server: Server, store: UncertainStore
+) -> None:
+    sid = await server.create_session("al", agent="echo")
+    client = await server.client("al")
+    store.doubt = "lost"
+    reply = await client.request(message("hello", "m1", session=sid))
+    assert (reply["type"], reply["code"]) == ("error", "unavailable")
+    assert [e["seq"] for e in await fetch_events(server, "al", sid)] == [1]
+    retry = await client.request(message("hello", "m1", session=sid))
+    assert (retry["type"], retry["duplicate"]) == ("ack", False)
+    await client.close()
+
+
+async def test_an_outcome_still_unknown_after_the_bound_closes_without_an_answer(
+    server: Server, store: UncertainStore
+) -> None:
+    sid = await server.create_session("al", agent="echo")
+    client = await server.client("al")
+    store.doubt = "committed"
+    store.unreachable = True
+    await client.send({**message("hello", "m1", session=sid), "id": 7})
+    code, reason = await client.wait_closed()
+    assert code == 1011
+    assert "same client_id" in reason
+    assert all(frame.get("re") != 7 for frame in _drain(client))
+    assert store.lookups >= 2  # it kept asking until the bound
+    # The client retries with the same client id once the store answers: the original
+    # event, and the reply that never started starts now.
+    store.unreachable = False
+    again = await server.client("al")
+    await again.subscribe(sid)
+    retry = await again.request(message("hello", "m1", session=sid))
+    assert (retry["type"], retry["duplicate"], retry["seq"]) == ("ack", True, 2)
+    completed = await again.next(lambda f: f.get("kind") == "message.completed")
+    assert completed["data"]["content"] == "echo: hello"
+    # A second retry does not answer the message twice.
+    assert (await again.request(message("hello", "m1", session=sid)))["duplicate"] is True
+    await asyncio.sleep(0.2)
+    kinds = [e["kind"] for e in await fetch_events(server, "al", sid)]
+    assert kinds.count("message.completed") == 1
+    await again.close()
+
+
+async def test_http_answers_503_saying_the_outcome_is_unknown(
+    server: Server, store: UncertainStore
+) -> None:
+    sid = await server.create_session("al", agent="none")
+    store.doubt = "committed"
+    store.unreachable = True
+    body = {"client_id": "h1", "kind": "message", "data": {"content": "hi"}}
+    async with server.http("al") as http:
+        response = await http.post(f"/v1/sessions/{sid}/events", json=body)
+        assert response.status_code == 503
+        error = response.json()["error"]
+        assert error["code"] == "unavailable"
+        assert "outcome of this send is unknown" in error["message"]
+        assert "same client_id" in error["message"]
+        store.unreachable = False
+        response = await http.post(f"/v1/sessions/{sid}/events", json=body)
+        assert response.status_code == 200
+        assert response.json()["duplicate"] is True
+
+
+def _drain(client: Any) -> list[dict[str, Any]]:
+    frames = []
+    while not client.inbox.empty():
+        frames.append(client.inbox.get_nowait())
+    return frames
+
+
+def _fsync_failure(conn: sqlite3.Connection) -> None:
+    """COMMIT as a failed fsync leaves it: the frames may be on disk, SQLite says EIO."""
+    conn.execute("COMMIT")
+    exc = sqlite3.OperationalError("disk I/O error")
+    exc.sqlite_errorcode = sqlite3.SQLITE_IOERR_FSYNC
+    raise exc
+
+
+def _read_only(conn: sqlite3.Connection) -> None:
+    exc = sqlite3.OperationalError("attempt to write a readonly database")
+    exc.sqlite_errorcode = sqlite3.SQLITE_READONLY
+    raise exc
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    conn.execute("COMMIT")
+
+
+async def test_sqlite_fails_stop_after_an_fsync_error_and_a_restart_tells_the_truth(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "tidings.db")
+    store = SqliteStore(path, wall_clock_ms)
+    async with running_server(tmp_path, store=store, agent="echo", echo_delay_ms=1) as server:
+        sid = await server.create_session("al", agent="echo")
+        client = await server.client("al")
+        store.run_commit = _fsync_failure
+        await client.send({**message("hello", "m1", session=sid), "id": 7})
+        code, _ = await client.wait_closed()
+        assert code == 1011  # no answer: it may be stored
+        assert all(frame.get("re") != 7 for frame in _drain(client))
+        other = await server.client("al")
+        refused = await other.request(message("later", "m2", session=sid))
+        assert (refused["type"], refused["code"]) == ("error", "unavailable")
+        async with server.http() as http:
+            ready = await http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["reason"] == "stopped"
+        assert await metric(server, 'tidings_store_write_failures_total{cause="io_error"}') == 1
+        assert await metric(server, 'tidings_store_write_failures_total{cause="stopped"}') == 1
+        await other.close()
+    assert "stopped writing after an I/O failure at commit" in caplog.text
+    # Restarted on the same file: the send was on disk; its retry gets the original
+    # event, and its reply (which never started) starts.
+    async with running_server(tmp_path, agent="echo", echo_delay_ms=1) as server:
+        client = await server.client("al")
+        await client.subscribe(sid)
+        retry = await client.request(message("hello", "m1", session=sid))
+        assert (retry["type"], retry["duplicate"]) == ("ack", True)
+        completed = await client.next(lambda f: f.get("kind") == "message.completed")
+        assert completed["data"]["content"] == "echo: hello"
+        await client.close()
+
+
+async def test_readyz_reports_failing_writes_until_one_succeeds_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SqliteStore(str(tmp_path / "tidings.db"), wall_clock_ms)
+    async with running_server(tmp_path, store=store) as server:
+        sid = await server.create_session("al")
+        client = await server.client("al")
+        store.run_commit = _read_only
+        for i in range(3):
+            reply = await client.request(message("x", f"r{i}", session=sid))
+            assert (reply["type"], reply["code"]) == ("error", "unavailable")
+        async with server.http() as http:
+            ready = await http.get("/readyz")
+            assert (ready.status_code, ready.json()["reason"]) == (503, "read_only")
+            assert (
+                await metric(server, 'tidings_store_write_failures_total{cause="read_only"}') == 3
+            )
+            assert caplog.text.count("store writes are failing (read_only)") == 1
+            store.run_commit = _commit  # the disk is writable again
+            assert (await http.get("/readyz")).status_code == 200
+        reply = await client.request(message("x", "r0", session=sid))
+        assert (reply["type"], reply["duplicate"]) == ("ack", False)
+        await client.close()
