@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from tests.client.helpers import client_for
+from tests.client.helpers import client_for, until
 from tests.client.proxy import FaultyProxy
 from tests.server.harness import Server, make_token
 from tidings.client import ConnectError, ConnectionState, TidingsError, connect
@@ -79,3 +79,46 @@ async def test_join_while_the_server_is_unreachable_raises_a_timeout_instead_of_
         await al.wait_for(ConnectionState.CONNECTED, timeout=5)
         session = await al.join(sid)
         assert session.state.members == {"al": "owner"}
+
+
+async def test_a_session_is_created_and_its_members_managed_from_the_sdk(server: Server) -> None:
+    async with client_for(server, "al") as al, client_for(server, "bo") as bo:
+        sid = await al.create_session("Plans")
+        mine = await al.join(sid)
+        assert (mine.state.title, mine.state.members) == ("Plans", {"al": "owner"})
+        await mine.add_member("bo")
+        assert mine.state.members == {"al": "owner", "bo": "member"}  # shown on return
+        theirs = await bo.join(sid)
+        assert theirs.state.title == "Plans"
+        await mine.remove_member("bo")
+        assert mine.state.members == {"al": "owner"}
+        await until(lambda: theirs.error is not None, what="bo's subscription to end")
+        assert theirs.error is not None
+        assert theirs.error.code == "forbidden"
+        # The client-level calls work for sessions not joined.
+        other = await al.create_session("Other", agent="none")
+        seq = await al.add_member(other, "bo", "viewer")
+        assert seq > 0
+        assert (await bo.join(other)).state.members["bo"] == "viewer"
+        with pytest.raises(TidingsError) as refused:
+            await bo.add_member(other, "cy")
+        assert refused.value.code == "forbidden"
+
+
+async def test_older_history_is_paged_with_load_older_in_log_order(server: Server) -> None:
+    sid = await server.create_session("al")
+    async with client_for(server, "al") as al:
+        writer = await al.join(sid)
+        handles = [await writer.send_message(f"m{i}") for i in range(60)]
+        await asyncio.gather(*(h.wait() for h in handles))
+    async with client_for(server, "al") as al:
+        session = await al.join(sid)
+        contents = [m.content for m in session.state.messages]
+        assert contents == [f"m{i}" for i in range(10, 60)]  # the snapshot's latest 50
+        page = await session.load_older(limit=8)
+        assert [m.content for m in page] == [f"m{i}" for i in range(2, 10)]
+        page = await session.load_older(limit=8)
+        assert [m.content for m in page] == ["m0", "m1"]
+        assert await session.load_older() == []
+        assert [m.content for m in session.state.messages] == [f"m{i}" for i in range(60)]
+        assert session.state.stats["messages"] == 60

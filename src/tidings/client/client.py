@@ -300,6 +300,21 @@ class Client:
             raise error
         return session
 
+    async def create_session(self, title: str = "", *, agent: str | None = None) -> str:
+        """Create a session (you become its owner) and return its id; `join` it next.
+        `agent` names one of the server's configured agents (default: the server's)."""
+        info = await self.api.create_session(title, agent)
+        return str(info["id"])
+
+    async def add_member(self, session_id: str, user: str, role: str = "member") -> int:
+        """Add `user` to a session (owners only); the seq of its `member.added` event.
+        For a joined session, `Session.add_member` also waits for its state to show it."""
+        return await self.api.add_member(session_id, user, role)
+
+    async def remove_member(self, session_id: str, user: str) -> int:
+        """Remove `user` from a session; the seq of its `member.removed` event."""
+        return await self.api.remove_member(session_id, user)
+
     def _join_timeout(self, session_id: str, limit: float | None) -> TidingsError:
         why = f"the connection is {self.state}"
         if self.state is not ConnectionState.CONNECTED and self.last_error is not None:

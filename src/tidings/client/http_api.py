@@ -46,6 +46,34 @@ class HttpApi:
         response = await self._http.get("/healthz")
         _body(response)
 
+    async def create_session(self, title: str, agent: str | None) -> dict[str, Any]:
+        """A new session, the caller its owner: its info (`id`, `title`, …)."""
+        body: dict[str, Any] = {"title": title}
+        if agent is not None:
+            body["agent"] = agent
+        return dict(await self._request("POST", "/v1/sessions", json=body))
+
+    async def add_member(self, session_id: str, user: str, role: str) -> int:
+        """Add (or change the role of) a member; the seq of the `member.added` event."""
+        body = await self._request(
+            "POST", f"/v1/sessions/{session_id}/members", json={"user": user, "role": role}
+        )
+        return int(body["seq"])
+
+    async def remove_member(self, session_id: str, user: str) -> int:
+        """Remove a member; the seq of the `member.removed` event."""
+        body = await self._request("DELETE", f"/v1/sessions/{session_id}/members/{user}")
+        return int(body["seq"])
+
+    async def messages(self, session_id: str, *, before: int, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` messages older than `before` (a seq), newest first."""
+        body = await self._request(
+            "GET",
+            f"/v1/sessions/{session_id}/messages",
+            params={"before": before, "limit": limit},
+        )
+        return list(body["messages"])
+
     async def session(self, session_id: str) -> tuple[int, dict[str, Any]]:
         """(seq, snapshot) of a session."""
         body = await self._request("GET", f"/v1/sessions/{session_id}")

@@ -480,6 +480,28 @@ class Replica:
             self._touch("message", message.key)
         self._drain_early(message)
 
+    def oldest_seq(self) -> int | None:
+        """The seq of the oldest message held (None: none is)."""
+        return min((m.seq or 0 for m in self.state._confirmed.values()), default=None)
+
+    def add_older(self, raws: Iterable[Mapping[str, Any]]) -> list[ChatMessage]:
+        """Messages older than every one held (`GET …/messages?before=`), put in front in
+        log order; returns those added, oldest first. Counts are the snapshot's already."""
+        state = self.state
+        oldest = self.oldest_seq()
+        older = sorted((self._from_wire(raw) for raw in raws), key=lambda m: m.seq or 0)
+        older = [
+            m
+            for m in older
+            if m.id and m.id not in state._confirmed and (oldest is None or (m.seq or 0) < oldest)
+        ]
+        state._confirmed = {**{m.id or "": m for m in older}, **state._confirmed}
+        for message in older:
+            if message.role == "user" and message.author:
+                self._participants.add(message.author)
+            self._touch("message", message.key)
+        return [m.copy() for m in older]
+
     def streaming_ids(self) -> list[str]:
         return [m.id for m in self.state._confirmed.values() if m.status == "streaming" and m.id]
 

@@ -32,6 +32,11 @@ FETCH_PAUSE_STEP_S = 0.1
 UNREADABLE_YET_S = 0.05
 #: Events fetched per request to fill a gap (the server's `limit` bound).
 GAP_FETCH_LIMIT = 1000
+#: How long a member change waits for its event to reach the replica (it is durable
+#: already; this only makes `state.members` show it when the call returns).
+MEMBER_EVENT_WAIT_S = 10.0
+#: Older messages fetched per `load_older` call by default (the server allows 200).
+OLDER_PAGE = 50
 
 
 class SessionHost(Protocol):
@@ -131,6 +136,7 @@ class Session:
         self.ready: asyncio.Future[TidingsError | None] = asyncio.get_running_loop().create_future()
         self._signals: dict[str, dict[str, Any]] = {}
         self._worker: asyncio.Task[None] | None = None
+        self._seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def __repr__(self) -> str:
         return f"<Session {self.id} seq={self.replica.seq}>"
@@ -175,6 +181,46 @@ class Session:
     async def cancel(self, message_id: str) -> None:
         """Stop an assistant reply in progress (it ends with `message.failed`)."""
         await self.host.cancel_reply(self.id, message_id)
+
+    async def add_member(self, user: str, role: str = "member") -> None:
+        """Add `user` (or change their role: `viewer`, `member`, `owner`); owners only.
+        Returns once `state.members` shows it."""
+        await self._reach(await self.host.api.add_member(self.id, user, role))
+
+    async def remove_member(self, user: str) -> None:
+        """Remove `user` from the session; owners only (or yourself, to leave for good)."""
+        await self._reach(await self.host.api.remove_member(self.id, user))
+
+    async def load_older(self, limit: int = OLDER_PAGE) -> list[ChatMessage]:
+        """Fetch up to `limit` messages older than the oldest one held and put them at the
+        front of `state.messages`; returns them, oldest first (empty: history is complete).
+        The join snapshot holds the latest 50 messages; call again to page further back."""
+        before = self.replica.oldest_seq()
+        if before is None or before <= 1:
+            return []
+        older = self.replica.add_older(
+            await self.host.api.messages(self.id, before=before, limit=limit)
+        )
+        self._after_input()
+        return older
+
+    async def _reach(self, seq: int) -> None:
+        """Wait (a while at most) until the replica has applied the event at `seq`."""
+        if self.replica.seq >= seq or self.error is not None:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq_waiters.append((seq, waiter))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), MEMBER_EVENT_WAIT_S)
+        except TimeoutError:
+            log.info("session %s: event %d not seen yet; returning anyway", self.id, seq)
+        finally:
+            self._seq_waiters = [(s, w) for s, w in self._seq_waiters if w is not waiter]
+
+    def _wake_seq_waiters(self) -> None:
+        for seq, waiter in self._seq_waiters:
+            if (self.replica.seq >= seq or self.error is not None) and not waiter.done():
+                waiter.set_result(None)
 
     async def leave(self) -> None:
         """Unsubscribe and stop updating this replica."""
@@ -263,6 +309,7 @@ class Session:
         if self.error is None:
             self.error = error
         self.mark_ready(error)
+        self._wake_seq_waiters()
         for client_id in list(self.outgoing):
             self.outgoing.pop(client_id, None)
             handle = self.handles.pop(client_id, None)
@@ -279,6 +326,7 @@ class Session:
         replica = self.replica
         for resolved in replica.take_resolved():
             self._finish(resolved)
+        self._wake_seq_waiters()
         self.feed.touch(replica.take_touched())
         if replica.gap is not None or replica._refetch or replica.needs_snapshot:
             self._start_worker()
