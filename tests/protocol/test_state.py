@@ -83,15 +83,26 @@ def test_connect_is_accepted_for_verification_without_opening_yet() -> None:
     assert not machine.open
 
 
-@pytest.mark.parametrize("request_type", sorted(AUTHENTICATED_REQUESTS))
-def test_any_other_request_before_connect_is_unauthorized_and_the_socket_stays(
+@pytest.mark.parametrize("request_type", sorted(AUTHENTICATED_REQUESTS | {Input.INVALID}))
+def test_any_other_request_before_connect_is_unauthorized_and_closes_4001(
     request_type: str,
 ) -> None:
     machine = ConnectionStateMachine()
     verdict = machine.on(request_type)
-    assert (verdict.outcome, verdict.error) == (Outcome.REJECT, ErrorCode.UNAUTHORIZED)
-    assert verdict.close_code is None
-    assert machine.state is State.AWAITING_CONNECT
+    assert (verdict.outcome, verdict.error, verdict.close_code) == (
+        Outcome.CLOSE,
+        ErrorCode.UNAUTHORIZED,
+        CloseCode.UNAUTHORIZED,
+    )
+    assert machine.state is State.CLOSING
+    assert machine.ended
+
+
+def test_an_unparsable_request_once_open_is_answered_and_the_connection_stays() -> None:
+    machine = machine_in(State.OPEN)
+    assert machine.on(Input.INVALID).accepted
+    assert machine.state is State.OPEN
+    assert not machine.ended
 
 
 def test_a_verified_token_opens_the_connection() -> None:

@@ -234,8 +234,10 @@ async def test_a_backlogged_connection_gets_stream_chunks_merged(echo_server: Se
     await client.subscribe(sid)
     assert server.node is not None
     [conn] = [c for c in server.node.connections if c.user == "al"]
+    # The send is in (acked) before the pause: a paused transport pauses reading too.
+    ack = await client.request(message(session=sid, content=THIRTY_WORDS))
+    assert ack["type"] == "ack"
     conn.socket.pause_writing()  # as the transport does when the peer reads slowly
-    await client.send({**message(session=sid, content=THIRTY_WORDS), "id": 5})
     await asyncio.sleep(1.0)  # 31 chunks 20 ms apart pile up
     conn.socket.resume_writing()
     text, end, frames = await collect_reply(client)

@@ -34,6 +34,10 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 class CloseCode(IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001
+    #: RFC 6455: a frame that breaks the framing rules.
+    PROTOCOL_ERROR = 1002
+    #: RFC 6455: a text message that is not UTF-8.
+    INVALID_DATA = 1007
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     UNAUTHORIZED = 4001

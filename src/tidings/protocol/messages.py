@@ -130,23 +130,77 @@ def parse_object(obj: Any) -> Request:
         raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc), re=re) from None
 
 
-def parse_frame(frame: str | bytes) -> list[Request | ProtocolError]:
+#: Requests one batch may hold by default (`TIDINGS_MAX_BATCH`).
+MAX_BATCH: Final = 100
+
+_batch_decoder: Final = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+class InvalidText(ValueError):
+    """A text frame that is not UTF-8: not a bad request but a broken frame (close 1007)."""
+
+
+def split_frame(frame: bytes, max_batch: int = MAX_BATCH) -> list[Any]:
+    """The requests of one text frame, not yet converted: one decoded JSON value for a
+    single object, or one `msgspec.Raw` per item of a batch (converted by `parse_item`
+    when its turn comes, so that a frame refused early costs no more than a scan).
+
+    Raises `ProtocolError` for the whole frame (malformed, empty, more than `max_batch`
+    items: one error, however many items) and `InvalidText` when it is not UTF-8.
+    """
+    try:
+        if frame.lstrip()[:1] == b"[":
+            items: list[Any] = _batch_decoder.decode(frame)
+        else:
+            return [_json_decoder.decode(frame)]
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        # Only on this error path: msgspec checks UTF-8 inside strings and any non-ASCII
+        # byte outside one is malformed JSON, so valid frames never pay for the check.
+        try:
+            frame.decode()
+        except UnicodeDecodeError:
+            raise InvalidText("invalid UTF-8 in a text frame") from None
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "malformed JSON or nested too deeply") from None
+    if not items:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "empty batch")
+    if len(items) > max_batch:
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE,
+            f"a batch holds at most {max_batch} requests, this one {len(items)}; "
+            "none of them was handled",
+        )
+    return items
+
+
+def parse_item(item: Any) -> Request:
+    """One item of `split_frame` as its request struct, or raise `ProtocolError`."""
+    if isinstance(item, msgspec.Raw):
+        try:
+            item = _json_decoder.decode(item)
+        except (msgspec.DecodeError, RecursionError):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "nested too deeply") from None
+    return parse_object(item)
+
+
+def parse_frame(frame: str | bytes, max_batch: int = MAX_BATCH) -> list[Request | ProtocolError]:
     """Parse one text frame: a single request or a JSON array of them (a batch).
 
     Never raises: each object becomes its struct or the `ProtocolError` to answer it with,
-    so one bad request in a batch does not spoil the others.
+    so one bad request in a batch does not spoil the others (a frame that is itself
+    wrong becomes one error). The server converts items one by one instead, each in its
+    turn (`split_frame`, `parse_item`); this is the whole frame at once.
     """
+    data = frame.encode(errors="surrogatepass") if isinstance(frame, str) else frame
     try:
-        value = _json_decoder.decode(frame)
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-        return [ProtocolError(ErrorCode.BAD_REQUEST, "malformed JSON or nested too deeply")]
-    items = value if isinstance(value, list) else [value]
-    if not items:
-        return [ProtocolError(ErrorCode.BAD_REQUEST, "empty batch")]
+        items = split_frame(data, max_batch)
+    except ProtocolError as err:
+        return [err]
+    except InvalidText as exc:
+        return [ProtocolError(ErrorCode.BAD_REQUEST, str(exc))]
     out: list[Request | ProtocolError] = []
     for item in items:
         try:
-            out.append(parse_object(item))
+            out.append(parse_item(item))
         except ProtocolError as err:
             out.append(err)
     return out

@@ -10,7 +10,7 @@ is legal when lives in `TRANSITIONS`; the server holds none of its own.
     AWAITING_CONNECT ──connect_ok──▶ OPEN
           │                           │
           │ connect_failed, timeout,  │ token_expired, close, slow_consumer,
-          │ close, abuse...           │ rate_abuse, frame_too_large, internal_error
+          │ any other request...      │ rate_abuse, frame_too_large, internal_error
           ▼                           ▼
         CLOSING ◀─────────────────────┘
           │ closed (the socket is gone, from any state)
@@ -38,6 +38,8 @@ class State(StrEnum):
 class Input(StrEnum):
     """What may happen to a connection, besides the requests (named by their `type`)."""
 
+    INVALID = "invalid"
+    """A request (or a whole frame) that could not be parsed: malformed, unknown, wrong."""
     CONNECT_OK = "connect_ok"
     """The `connect` frame's token was verified."""
     CONNECT_FAILED = "connect_failed"
@@ -92,8 +94,11 @@ class Verdict:
 
 ACCEPT: Final = Verdict(Outcome.ACCEPT)
 IGNORE: Final = Verdict(Outcome.IGNORE)
+# Before a successful connect only `connect` is worth any work: anything else ends the
+# connection, so that an unauthenticated client cannot make the server parse or answer
+# more than one frame's first request (the rest of a batch is then dropped unparsed).
 NOT_CONNECTED: Final = Verdict(
-    Outcome.REJECT, ErrorCode.UNAUTHORIZED, message="send `connect` first"
+    Outcome.CLOSE, ErrorCode.UNAUTHORIZED, CloseCode.UNAUTHORIZED, "send `connect` first"
 )
 ALREADY_CONNECTED: Final = Verdict(
     Outcome.REJECT, ErrorCode.BAD_REQUEST, message="already connected"
@@ -121,10 +126,11 @@ TRANSITIONS: Final[dict[tuple[State, str], tuple[Verdict, State]]] = {
     # ---- AWAITING_CONNECT: only `connect` is handled; everything else waits for it.
     # `connect` is accepted for verification; the outcome comes as connect_ok/failed.
     (State.AWAITING_CONNECT, "connect"): (ACCEPT, State.AWAITING_CONNECT),
-    # Any other request before a successful connect: `unauthorized`, the socket stays.
+    # Any other request (or an unparsable one) before a successful connect:
+    # `unauthorized`, then close 4001.
     **{
-        (State.AWAITING_CONNECT, name): (NOT_CONNECTED, State.AWAITING_CONNECT)
-        for name in AUTHENTICATED_REQUESTS
+        (State.AWAITING_CONNECT, name): (NOT_CONNECTED, State.CLOSING)
+        for name in AUTHENTICATED_REQUESTS | {Input.INVALID}
     },
     # The token checks out: reply `connected`.
     (State.AWAITING_CONNECT, Input.CONNECT_OK): (ACCEPT, State.OPEN),
@@ -144,6 +150,8 @@ TRANSITIONS: Final[dict[tuple[State, str], tuple[Verdict, State]]] = {
     # ---- OPEN: every request but `connect` is handled.
     (State.OPEN, "connect"): (ALREADY_CONNECTED, State.OPEN),
     **{(State.OPEN, name): (ACCEPT, State.OPEN) for name in AUTHENTICATED_REQUESTS},
+    # An unparsable request once connected: answered with its own `bad_request`.
+    (State.OPEN, Input.INVALID): (ACCEPT, State.OPEN),
     # Stale outcomes (a timer that fired as the connect succeeded): nothing to do.
     (State.OPEN, Input.CONNECT_OK): (IGNORE, State.OPEN),
     (State.OPEN, Input.CONNECT_FAILED): (IGNORE, State.OPEN),
@@ -180,3 +188,8 @@ class ConnectionStateMachine:
     @property
     def open(self) -> bool:
         return self.state is State.OPEN
+
+    @property
+    def ended(self) -> bool:
+        """Closing or closed: no request is handled any more."""
+        return self.state is State.CLOSING or self.state is State.CLOSED

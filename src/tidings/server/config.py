@@ -36,6 +36,10 @@ class Config:
     rate_limit: float = 20.0
     rate_burst: int = 40
     max_frame: int = 65536
+    #: Requests one batch frame may hold; a longer batch gets one `too_large` error.
+    max_batch: int = 100
+    #: Frames one fragmented WebSocket message may arrive in; more: close 1009.
+    max_fragments: int = 1024
     queue_bytes: int = 1_048_576
     heartbeat_ms: int = 30_000
     connect_timeout_ms: int = 10_000
@@ -106,6 +110,8 @@ _INTS = {
     "echo_delay_ms",
     "rate_burst",
     "max_frame",
+    "max_batch",
+    "max_fragments",
     "queue_bytes",
     "heartbeat_ms",
     "connect_timeout_ms",

@@ -1,9 +1,10 @@
 """One client connection of `/v1/ws`: the protocol's rules over one socket.
 
-Frames arrive from `WebSocket.on_message` and are answered in order. Requests that need
-the store (subscribe, send, cancel) run on a worker task that exists only while there is
-such work; a `send` leaves the worker as soon as its append is queued, so a client may
-pipeline many sends while each is acknowledged once durable, in the order it was sent.
+Frames arrive from `WebSocket.on_message` and their requests are handled in order, each
+after the previous one completed. Requests that await (connect, subscribe, cancel, a send
+to a cold session) run on a worker task that exists only while there is such work, and
+the requests behind one wait for it; a `send` completes as soon as its append is queued,
+so a client may pipeline many sends while each is acknowledged once durable, in order.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class Connection:
         self.closed = False
         self.bucket = TokenBucket(config.rate_limit, config.rate_burst)
         self.strikes = Strikes(config.rate_strikes, config.rate_window_ms)
-        self._backlog: deque[wire.Request] = deque()
+        # Requests (parsed or still raw) waiting behind the one the worker runs.
+        self._backlog: deque[object] = deque()
         self._worker: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
         self._connect_timer: asyncio.TimerHandle | None = loop.call_later(
@@ -70,14 +72,23 @@ class Connection:
         self.socket.flush()
         self.socket.close(code, reason)
 
-    def apply(self, input: str, *, re: int | None = None, message: str | None = None) -> bool:
+    def apply(
+        self,
+        input: str,
+        *,
+        re: int | None = None,
+        message: str | None = None,
+        extra: dict[str, object] | None = None,
+    ) -> bool:
         """Feed the state machine and carry out its verdict; True when accepted."""
         verdict = self.machine.on(input)
         if verdict.outcome is Outcome.ACCEPT:
             return True
         if verdict.error is not None:
-            self.error(ProtocolError(verdict.error, message or verdict.message, re=re))
+            error = ProtocolError(verdict.error, message or verdict.message, re=re, extra=extra)
+            self.error(error)
         if verdict.outcome is Outcome.CLOSE and verdict.close_code is not None:
+            self._backlog.clear()
             if verdict.close_code == CloseCode.SLOW_CONSUMER:
                 self.socket.close(verdict.close_code, verdict.message)  # queue is dropped
             else:
@@ -87,16 +98,44 @@ class Connection:
     # ------------------------------------------------------------ input
 
     def on_message(self, data: bytes) -> None:
-        for item in wire.parse_frame(data):
-            if isinstance(item, ProtocolError):
-                self.error(item)
-            else:
-                self._handle(item)
+        """One text message: its requests are handled in order, each after the previous
+        one completed (PROTOCOL.md), converted only when their turn comes."""
+        try:
+            items = wire.split_frame(data, self.node.config.max_batch)
+        except wire.InvalidText as exc:
+            self.socket.fail(CloseCode.INVALID_DATA, str(exc))
+            return
+        except ProtocolError as err:
+            items = [err]
+        if self._backlog or self._worker is not None:
+            # Behind a request still running: wait for it; reading pauses meanwhile
+            # once a batch's worth is waiting, so the backlog stays bounded.
+            self._backlog.extend(items)
+            if len(self._backlog) >= self.node.config.max_batch:
+                self.socket.hold_reading(True)
+            return
+        for index, item in enumerate(items):
+            if self.machine.ended:
+                return
+            pending = self._handle(item)
+            if pending is not None:
+                self._backlog.extend(items[index + 1 :])
+                self._start(pending)
+                return
 
-    def _handle(self, request: wire.Request) -> None:
+    def _handle(self, item: object) -> wire.Request | None:
+        """Handle one request at once, or return it when it needs the worker (it awaits)."""
+        try:
+            if isinstance(item, ProtocolError):
+                raise item
+            request = item if isinstance(item, wire.Request) else wire.parse_item(item)
+        except ProtocolError as err:
+            if self.apply(Input.INVALID, re=err.re, message=_before_connect(err)):
+                self.error(err)
+            return None
         tag = type(request).__struct_config__.tag
         if not self.apply(str(tag), re=_re(request)):
-            return
+            return None
         try:
             if isinstance(request, wire.Ping):
                 self.reply(wire.Pong(re=request.id, server_time=self.node.clock()))
@@ -106,37 +145,38 @@ class Connection:
             elif isinstance(request, wire.Unsubscribe):
                 self.node.unsubscribe(self, request.session)
                 self.reply(wire.Ok(re=request.id))
+            elif isinstance(request, wire.Send):
+                self._rate_check(request)
+                # The hot path: the session's state in memory, the append is queued now
+                # (which completes the request: acks follow commits, in order).
+                if not self._send_nowait(request):
+                    return request
             else:
-                if isinstance(request, wire.Send):
-                    self._rate_check(request)
-                    # The hot path: nothing queued before it, the session's state in
-                    # memory: the append is queued now and the ack follows its commit.
-                    if not self._backlog and self._worker is None and self._send_nowait(request):
-                        return
-                elif isinstance(request, wire.Subscribe):
+                if isinstance(request, wire.Subscribe):
                     self._subscription_check(request)
-                self._backlog.append(request)
-                if self._worker is None:
-                    self._worker = asyncio.get_running_loop().create_task(self._work())
+                return request
         except ProtocolError as err:
             if err.re is None:
                 err.re = _re(request)
             self.error(err)
         except _Closed:
             pass
+        return None
+
+    def _start(self, request: wire.Request) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._work(request))
 
     def _rate_check(self, request: wire.Send | wire.Signal) -> None:
         wait_ms = self.bucket.take(_now_ms())
         if wait_ms:
             self.node.metrics.rate_limited.inc()
+            # Every `rate_limited` error carries `retry_after_ms`, the last one too.
+            extra: dict[str, object] = {"retry_after_ms": wait_ms}
             if self.strikes.hit(_now_ms()):
-                self.apply(Input.RATE_ABUSE, re=request.id)
+                self.apply(Input.RATE_ABUSE, re=request.id, extra=extra)
                 raise _Closed
             raise ProtocolError(
-                ErrorCode.RATE_LIMITED,
-                "too many requests; slow down",
-                re=request.id,
-                extra={"retry_after_ms": wait_ms},
+                ErrorCode.RATE_LIMITED, "too many requests; slow down", re=request.id, extra=extra
             )
 
     def _subscription_check(self, request: wire.Subscribe) -> None:
@@ -146,29 +186,37 @@ class Connection:
                 ErrorCode.BAD_REQUEST, f"at most {limit} subscriptions per connection"
             )
 
-    async def _work(self) -> None:
+    async def _work(self, request: wire.Request | None) -> None:
+        """Run `request`, then the backlog behind it in order, until it is empty."""
         try:
-            while self._backlog and not self.closed:
-                request = self._backlog.popleft()
-                try:
-                    await self._run(request)
-                except ProtocolError as err:
-                    if err.re is None:
-                        err.re = _re(request)
-                    self.error(err)
-                except StoreUnavailable:
-                    self.error(
-                        ProtocolError(
-                            ErrorCode.UNAVAILABLE,
-                            "storage is unavailable; retry later",
-                            re=_re(request),
-                        )
-                    )
-                except Exception:
-                    log.exception("request %s failed", type(request).__name__)
-                    self.error(ProtocolError(ErrorCode.INTERNAL, "internal error", re=_re(request)))
+            while request is not None:
+                await self._run_one(request)
+                request = None
+                backlog = self._backlog
+                while backlog and request is None and not self.machine.ended:
+                    request = self._handle(backlog.popleft())
         finally:
             self._worker = None
+            self.socket.hold_reading(False)
+
+    async def _run_one(self, request: wire.Request) -> None:
+        try:
+            await self._run(request)
+        except ProtocolError as err:
+            if err.re is None:
+                err.re = _re(request)
+            self.error(err)
+        except StoreUnavailable:
+            self.error(
+                ProtocolError(
+                    ErrorCode.UNAVAILABLE,
+                    "storage is unavailable; retry later",
+                    re=_re(request),
+                )
+            )
+        except Exception:
+            log.exception("request %s failed", type(request).__name__)
+            self.error(ProtocolError(ErrorCode.INTERNAL, "internal error", re=_re(request)))
 
     async def _run(self, request: wire.Request) -> None:
         node = self.node
@@ -309,3 +357,8 @@ class _Closed(Exception):
 
 def _re(request: wire.Request) -> int | None:
     return getattr(request, "id", None)
+
+
+def _before_connect(err: ProtocolError) -> str:
+    """The `unauthorized` message for an unparsable request before `connect`."""
+    return f"send a valid `connect` first ({err.message})"

@@ -56,6 +56,18 @@ def text_frame_header(length: int) -> bytes:
     return _pack_long(0x81, 127, length)
 
 
+class _ServerProtocol(ServerProtocol):
+    """websockets' server protocol, with a close frame allowed between fragments."""
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.CLOSE:
+            # RFC 6455 §5.4: control frames may be interleaved with a message's fragments,
+            # and a close there is a normal close that abandons the unfinished message;
+            # websockets would call it a protocol error (1002).
+            self.current_size = None
+        super().recv_frame(frame)
+
+
 def _select_subprotocol(
     protocol: ServerProtocol, offered: Any
 ) -> Subprotocol | None:  # pragma: no cover - trivial
@@ -114,7 +126,7 @@ class WebSocket(asyncio.Protocol):
         config = node.config
         self.node = node
         self.server_state = server_state
-        self.protocol = ServerProtocol(
+        self.protocol = _ServerProtocol(
             subprotocols=[SUBPROTOCOL],
             select_subprotocol=_select_subprotocol,
             max_size=config.max_frame,
@@ -127,6 +139,13 @@ class WebSocket(asyncio.Protocol):
         self.dirty = False
         self.paused = False
         self.closing = False
+        # Why reading is paused: the transport's write buffer is over its mark (the peer
+        # does not read), or the connection's requests are backlogged. Either way, no
+        # more input is taken, so no more output (pongs, replies) is made for it.
+        self._write_blocked = False
+        self._backlog_blocked = False
+        self._reading = True
+        self.max_fragments = config.max_fragments
         self.last_seen = time.monotonic()
         self.peer = "?"
         self._fragments: list[bytes] = []
@@ -160,11 +179,35 @@ class WebSocket(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.paused = True
+        self._write_blocked = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
         self.paused = False
+        self._write_blocked = False
+        self._update_reading()
         if self.queue:
             self.flush()
+
+    def hold_reading(self, hold: bool) -> None:
+        """Pause (or resume) reading for the connection's own backlog of requests."""
+        self._backlog_blocked = hold
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        # While closing, the backlog no longer matters: the rest of the input is read and
+        # dropped, so that the peer's close (or EOF) is seen and the socket ends cleanly
+        # instead of with a reset. A peer that does not read stays paused until the
+        # close timer drops it.
+        want = not self._write_blocked and (self.closing or not self._backlog_blocked)
+        transport = self.transport
+        if want is self._reading or transport is None or transport.is_closing():
+            return
+        self._reading = want
+        if want:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -244,6 +287,8 @@ class WebSocket(asyncio.Protocol):
     def _frame(self, frame: Frame) -> None:
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
+            if self.closing:
+                return
             # The parser hands out `bytes`; the annotation is wider (any buffer).
             data = frame.data if isinstance(frame.data, bytes) else bytes(frame.data)
             if opcode is not Opcode.CONT:
@@ -255,8 +300,18 @@ class WebSocket(asyncio.Protocol):
                 data = b"".join(self._fragments)
                 self._fragments = []
                 self._message(data)
+            elif len(self._fragments) >= self.max_fragments:
+                # websockets bounds the assembled size (`max_size`), not the count: empty
+                # continuation frames would pile up without end.
+                self._fragments = []
+                self.fail(
+                    CloseCode.MESSAGE_TOO_BIG,
+                    f"a message may come in at most {self.max_fragments} fragments",
+                )
             else:
                 self._fragments.append(data)
+        elif opcode is Opcode.CLOSE:
+            self._fragments = []
 
     def _message(self, data: bytes) -> None:
         if self.connection is not None and not self.closing:
@@ -332,8 +387,17 @@ class WebSocket(asyncio.Protocol):
             self.transport.abort()
             return
         self._write_protocol_output()
-        transport = self.transport
-        self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, transport.abort)
+        if self.transport is not None:
+            self._begin_closing(self.transport)
+
+    def fail(self, code: int, reason: str) -> None:
+        """End the connection for a broken frame (RFC 6455 "fail"): close frame, then EOF."""
+        if self.closing or self.transport is None:
+            return
+        self.queue = []
+        self.queued_bytes = 0
+        self.protocol.fail(code, reason)
+        self._write_protocol_output()
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -347,17 +411,42 @@ class WebSocket(asyncio.Protocol):
             if data:
                 transport.write(data)
             else:
-                # websockets asks for end-of-stream: the closing handshake is over.
-                self.closing = True
-                transport.close()
+                # websockets asks for end-of-stream: our side is done. Half-close only,
+                # and go on reading (and discarding) until the peer's EOF: closing the
+                # socket with unread input would reset it, and a reset can destroy our
+                # close frame (1009...) in the peer's buffer before it reads it.
+                self._begin_closing(transport)
+                if transport.can_write_eof():
+                    transport.write_eof()
+                else:
+                    transport.close()
                 return
         if self.protocol.parser_exc is not None and not self.closing:
             # A protocol violation (oversized or malformed frame): websockets already
             # queued the close frame (1009 or 1002) above.
-            self.closing = True
+            self._begin_closing(transport)
+        # Protocol output (pongs, close frames) counts against the outbound bound too.
+        if transport.get_write_buffer_size() + self.queued_bytes > self.queue_limit:
+            self._over_bound(transport)
+
+    def _begin_closing(self, transport: asyncio.Transport) -> None:
+        self.closing = True
+        if self._close_timer is None:
             self._close_timer = asyncio.get_running_loop().call_later(
                 CLOSE_TIMEOUT_S, transport.abort
             )
+        self._update_reading()
+
+    def _over_bound(self, transport: asyncio.Transport) -> None:
+        if self.closing:
+            return  # reading is paused (or input discarded); the close timer ends it
+        self.node.metrics.slow_consumer_closes.inc()
+        self.queue = []
+        self.queued_bytes = 0
+        if self.connection is not None:
+            self.connection.apply(Input.SLOW_CONSUMER)
+        else:
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
 
 
 __all__ = ["Flusher", "WebSocket", "text_frame_header"]
