@@ -97,14 +97,17 @@ class Connection:
 
     # ------------------------------------------------------------ input
 
-    def on_message(self, data: bytes) -> None:
-        """One text message: its requests are handled in order, each after the previous
-        one completed (PROTOCOL.md), converted only when their turn comes."""
+    def on_message(self, data: bytes, text: bool = True) -> None:
+        """One message: its requests are handled in order, each after the previous one
+        completed (PROTOCOL.md), converted only when their turn comes."""
         try:
             items = wire.split_frame(data, self.node.config.max_batch)
         except wire.InvalidText as exc:
-            self.socket.fail(CloseCode.INVALID_DATA, str(exc))
-            return
+            if text:
+                # RFC 6455 §8.1: a text message that is not UTF-8 fails the connection.
+                self.socket.fail(CloseCode.INVALID_DATA, str(exc))
+                return
+            items = [ProtocolError(ErrorCode.BAD_REQUEST, "a binary frame that is not JSON")]
         except ProtocolError as err:
             items = [err]
         if self._backlog or self._worker is not None:

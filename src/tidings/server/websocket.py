@@ -149,6 +149,7 @@ class WebSocket(asyncio.Protocol):
         self.last_seen = time.monotonic()
         self.peer = "?"
         self._fragments: list[bytes] = []
+        self._text = True  # the opcode of the message being received: text or binary
         self._close_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ asyncio callbacks
@@ -293,6 +294,7 @@ class WebSocket(asyncio.Protocol):
             data = frame.data if isinstance(frame.data, bytes) else bytes(frame.data)
             if opcode is not Opcode.CONT:
                 self._fragments = []
+                self._text = opcode is Opcode.TEXT
             if frame.fin and not self._fragments:
                 self._message(data)
             elif frame.fin:
@@ -315,7 +317,7 @@ class WebSocket(asyncio.Protocol):
 
     def _message(self, data: bytes) -> None:
         if self.connection is not None and not self.closing:
-            self.connection.on_message(data)
+            self.connection.on_message(data, self._text)
 
     # ------------------------------------------------------------ outgoing
 
