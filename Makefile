@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)
+	$(BIN)/python -m benchmarks.browser
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks --quick $(ARGS)
