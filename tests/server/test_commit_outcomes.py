@@ -247,3 +247,21 @@ async def test_readyz_reports_failing_writes_until_one_succeeds_again(
         reply = await client.request(message("x", "r0", session=sid))
         assert (reply["type"], reply["duplicate"]) == ("ack", False)
         await client.close()
+
+
+async def test_a_shutdown_during_a_lookup_ends_it_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = UncertainStore()
+    async with running_server(tmp_path, store=store, uncertain_commit_ms=60_000) as server:
+        sid = await server.create_session("al")
+        client = await server.client("al")
+        store.doubt = "committed"
+        store.unreachable = True
+        await client.send({**message("hello", "m1", session=sid), "id": 1})
+        while store.lookups < 1:
+            await asyncio.sleep(0.01)
+    code, _ = await client.wait_closed()
+    assert code == 1001
+    assert "Exception in callback" not in caplog.text
+    assert "Traceback" not in caplog.text

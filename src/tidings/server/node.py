@@ -347,6 +347,9 @@ class Node:
     ) -> None:
         if ack.cancelled():
             return
+        if stored.cancelled():  # a lookup stopped by shutdown: no answer to give
+            ack.cancel()
+            return
         try:
             try:
                 result = stored.result()
