@@ -38,6 +38,7 @@ class UncertainStore(MemoryStore):
         #: While True, `find` raises StoreUnavailable (the store does not answer yet).
         self.unreachable = False
         self.lookups = 0
+        self.looked_up = asyncio.Event()
 
     async def append(self, session_id: str, draft: Draft) -> Appended | Conflict:
         return await self.submit(session_id, draft)
@@ -55,6 +56,7 @@ class UncertainStore(MemoryStore):
 
     async def find(self, session_id: str, author: str, client_id: str) -> Event | None:
         self.lookups += 1
+        self.looked_up.set()
         if self.unreachable:
             raise StoreUnavailable("still down", cause="connection")
         return await super().find(session_id, author, client_id)
@@ -259,8 +261,7 @@ async def test_a_shutdown_during_a_lookup_ends_it_without_a_traceback(
         store.doubt = "committed"
         store.unreachable = True
         await client.send({**message("hello", "m1", session=sid), "id": 1})
-        while store.lookups < 1:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(store.looked_up.wait(), 5)
     code, _ = await client.wait_closed()
     assert code == 1001
     assert "Exception in callback" not in caplog.text
