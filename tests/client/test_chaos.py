@@ -48,7 +48,7 @@ async def test_600_messages_through_cuts_every_half_second_end_identical_everywh
 
             async def send_all(session: Session, user: str) -> None:
                 for i in range(per_client):
-                    await session.send_message(f"{user}-{i}")
+                    session.send_message(f"{user}-{i}")
                     if i % 10 == 0:
                         await asyncio.sleep(0.15)  # spread over several rounds of cuts
 
@@ -101,7 +101,7 @@ async def test_an_assistant_reply_interrupted_by_cuts_ends_complete_and_identica
         for n, session in enumerate(sessions):
             session.on_change(recorder(seen[n]))
         async with proxy.chaos(0.25):
-            await (await sessions[0].send_message(SIXTY_WORDS))
+            await sessions[0].send_message(SIXTY_WORDS)
             expected = "echo: " + SIXTY_WORDS
 
             def replies_done() -> bool:
@@ -144,14 +144,14 @@ async def test_a_blocked_websocket_falls_back_to_http_and_returns_without_gap_or
             theirs = await bo.join(sid)
             states: list[str] = []
             al.on_state(states.append)
-            await (await mine.send_message("before"))
+            await mine.send_message("before")
 
             proxy.refuse(True)
             proxy.cut()
             await al.wait_for(ConnectionState.FALLBACK, timeout=5)
             # Sending (POST) and receiving (long-poll) over HTTP.
-            sent = [await mine.send_message(f"fallback-{i}") for i in range(10)]
-            received = [await theirs.send_message(f"from-bo-{i}") for i in range(10)]
+            sent = [mine.send_message(f"fallback-{i}") for i in range(10)]
+            received = [theirs.send_message(f"from-bo-{i}") for i in range(10)]
             await asyncio.gather(*(h.wait(timeout=10) for h in sent + received))
             await until(lambda: len(user_messages(mine)) == 21, what="fallback receives")
             assert al.state is ConnectionState.FALLBACK
@@ -159,8 +159,8 @@ async def test_a_blocked_websocket_falls_back_to_http_and_returns_without_gap_or
             proxy.refuse(False)
             await al.wait_for(ConnectionState.CONNECTED, timeout=5)
             assert states[-2:] == ["fallback", "connected"] or states[-1] == "connected"
-            after = [await mine.send_message(f"after-{i}") for i in range(5)]
-            await (await theirs.send_message("bo-after"))
+            after = [mine.send_message(f"after-{i}") for i in range(5)]
+            await theirs.send_message("bo-after")
             await asyncio.gather(*(h.wait(timeout=10) for h in after))
             await until(
                 lambda: len(user_messages(mine)) == len(user_messages(theirs)) == 27,
@@ -201,11 +201,11 @@ async def test_the_fallback_can_receive_over_server_sent_events(tmp_path: Path) 
             proxy.cut()
             await al.wait_for(ConnectionState.FALLBACK, timeout=5)
             for i in range(5):
-                await theirs.send_message(f"bo-{i}")
-            await (await mine.send_message("al-over-http"))
+                theirs.send_message(f"bo-{i}")
+            await mine.send_message("al-over-http")
             await until(lambda: len(user_messages(mine)) == 6, what="SSE receives")
             proxy.refuse(False)
             await al.wait_for(ConnectionState.CONNECTED, timeout=5)
-            await (await theirs.send_message("bo-last"))
+            await theirs.send_message("bo-last")
             await until(lambda: user_messages(mine) == user_messages(theirs))
             assert len(user_messages(mine)) == 7

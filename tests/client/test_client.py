@@ -32,7 +32,7 @@ async def test_a_sent_message_is_pending_at_once_then_confirmed_and_seen_by_othe
         theirs = await bo.join(sid)
         assert mine.state.title == "Plans"
         assert mine.state.members == {"al": "owner", "bo": "member"}
-        handle = await mine.send_message("Hello!")
+        handle = mine.send_message("Hello!")
         [pending] = mine.state.messages
         assert (pending.status, pending.id, pending.key) == ("pending", None, handle.client_id)
         await handle
@@ -57,10 +57,10 @@ async def test_changes_come_in_debounced_batches_that_keep_every_message(server:
         stream = session.changes()
         callback_batches: list[ChangeBatch] = []
         session.on_change(callback_batches.append)
-        handles = [await session.send_message(f"m{i}") for i in range(5)]
+        handles = [session.send_message(f"m{i}") for i in range(5)]
         await asyncio.gather(*(h.wait() for h in handles))
-        await session.update({"title": "one"})
-        await session.update({"title": "two"})
+        session.update({"title": "one"})
+        session.update({"title": "two"})
         seen: list[str] = []
         titles: list[str] = []
         async with asyncio.timeout(5):
@@ -83,9 +83,9 @@ async def test_a_compare_and_set_update_on_an_old_version_fails_with_conflict(
     sid = await server.create_session("al")
     async with client_for(server, "al") as al:
         session = await al.join(sid)
-        await (await session.update({"title": "a"}, base_version=0))
+        await session.update({"title": "a"}, base_version=0)
         assert session.state.version == 1
-        handle = await session.update({"title": "b"}, base_version=0)
+        handle = session.update({"title": "b"}, base_version=0)
         with pytest.raises(SendFailed) as caught:
             await handle
         assert caught.value.code == "conflict"
@@ -98,11 +98,11 @@ async def test_cards_are_added_and_removed(server: Server) -> None:
     sid = await server.create_session("al")
     async with client_for(server, "al") as al:
         session = await al.join(sid)
-        handle = await session.add_card("Spec", "the spec", "doc")
+        handle = session.add_card("Spec", "the spec", "doc")
         await handle
         assert handle.event_id is not None
         assert session.state.cards[handle.event_id]["title"] == "Spec"
-        await (await session.remove_card(handle.event_id))
+        await session.remove_card(handle.event_id)
         assert session.state.cards == {}
         assert session.state.stats["cards"] == 0
 
@@ -123,7 +123,7 @@ async def test_a_viewer_send_fails_and_stays_in_the_state_as_failed(server: Serv
     await server.add_member("al", sid, "vi", "viewer")
     async with client_for(server, "vi") as vi:
         session = await vi.join(sid)
-        handle = await session.send_message("can I?")
+        handle = session.send_message("can I?")
         with pytest.raises(SendFailed):
             await handle
         assert handle.error is not None
@@ -174,7 +174,7 @@ async def test_a_token_refused_on_reconnect_surfaces_and_stops_retrying(
         assert isinstance(client.error, AuthError)
         assert isinstance(session.error, AuthError)
         with pytest.raises(AuthError):
-            await session.send_message("after")
+            session.send_message("after")
 
 
 async def test_the_token_is_refreshed_before_it_expires(tmp_path: object, server: Server) -> None:
@@ -193,7 +193,7 @@ async def test_the_token_is_refreshed_before_it_expires(tmp_path: object, server
         assert client.state is ConnectionState.CONNECTED
         assert client.reconnects == 0
         assert calls >= 2
-        await (await session.send_message("still here"))
+        await session.send_message("still here")
 
 
 async def test_a_silent_server_is_detected_and_the_client_reconnects(
@@ -210,7 +210,7 @@ async def test_a_silent_server_is_detected_and_the_client_reconnects(
         await client.wait_for(ConnectionState.RECONNECTING, timeout=2)
         await client.wait_for(ConnectionState.CONNECTED, timeout=5)
         assert states[:2] == ["reconnecting", "connected"]
-        await (await session.send_message("back"))
+        await session.send_message("back")
 
 
 async def test_sends_beyond_the_offline_queue_bound_fail_clearly(
@@ -224,9 +224,9 @@ async def test_sends_beyond_the_offline_queue_bound_fail_clearly(
         proxy.refuse(True)
         proxy.cut()
         await client.wait_for(ConnectionState.RECONNECTING, timeout=2)
-        handles = [await session.send_message(f"q{i}") for i in range(3)]
+        handles = [session.send_message(f"q{i}") for i in range(3)]
         with pytest.raises(OfflineQueueFull, match="3 sends are already waiting"):
-            await session.send_message("one too many")
+            session.send_message("one too many")
         assert [m.status for m in session.state.messages] == ["pending"] * 3
         proxy.refuse(False)
         await asyncio.gather(*(h.wait(timeout=10) for h in handles))
@@ -239,7 +239,7 @@ async def test_closing_leaves_no_task_behind_and_ends_change_streams(server: Ser
     async with client_for(server, "al") as client:
         session = await client.join(sid)
         stream = session.changes()
-        await session.send_message("bye")
+        session.send_message("bye")
     # The stream ends (after the last batch) instead of hanging.
     async with asyncio.timeout(2):
         async for _ in stream:
@@ -262,7 +262,7 @@ async def test_a_close_with_a_transient_code_is_followed_by_a_reconnect(
             conn.socket.close(code, "test")
         await client.wait_for(ConnectionState.RECONNECTING, timeout=2)
         await client.wait_for(ConnectionState.CONNECTED, timeout=5)
-        await (await session.send_message("back"))
+        await session.send_message("back")
         assert client.reconnects == 1
 
 

@@ -12,7 +12,7 @@ import pytest
 from tests.client.helpers import client_for, until
 from tests.client.proxy import FaultyProxy
 from tests.server.harness import Server, make_token
-from tidings.client import ConnectError, ConnectionState, TidingsError, connect
+from tidings.client import ConnectError, ConnectionState, SendFailed, TidingsError, connect
 
 
 def closed_port() -> int:
@@ -109,7 +109,7 @@ async def test_older_history_is_paged_with_load_older_in_log_order(server: Serve
     sid = await server.create_session("al")
     async with client_for(server, "al") as al:
         writer = await al.join(sid)
-        handles = [await writer.send_message(f"m{i}") for i in range(60)]
+        handles = [writer.send_message(f"m{i}") for i in range(60)]
         await asyncio.gather(*(h.wait() for h in handles))
     async with client_for(server, "al") as al:
         session = await al.join(sid)
@@ -122,3 +122,24 @@ async def test_older_history_is_paged_with_load_older_in_log_order(server: Serve
         assert await session.load_older() == []
         assert [m.content for m in session.state.messages] == [f"m{i}" for i in range(60)]
         assert session.state.stats["messages"] == 60
+
+
+async def test_a_send_is_confirmed_in_one_await_and_the_handle_is_there_without_one(
+    server: Server,
+) -> None:
+    sid = await server.create_session("al")
+    await server.add_member("al", sid, "vi", "viewer")
+    async with client_for(server, "al") as al, client_for(server, "vi") as vi:
+        session = await al.join(sid)
+        sent = await session.send_message("one await")
+        assert (sent.status, sent.event_id) == ("confirmed", f"m_{sent.seq}")
+        assert sent.message is not None
+        assert (sent.message.content, sent.message.status) == ("one await", "complete")
+        handle = session.send_message("no await")  # the handle at once, pending
+        assert handle.status == "pending"
+        assert session.state.messages[-1].status == "pending"
+        assert (await handle).status == "confirmed"
+        viewer = await vi.join(sid)
+        with pytest.raises(SendFailed) as refused:
+            await viewer.send_message("may I?")
+        assert refused.value.code == "forbidden"

@@ -69,10 +69,11 @@ class SessionHost(Protocol):
 
 
 class SendHandle:
-    """What `send_message` (and the other sends) return at once.
+    """What `send_message` (and the other sends) return at once, without an await.
 
     `status` is `pending`, then `confirmed` (with `seq` and `event_id`) or `failed` (with
-    `error`). `await handle` waits for the outcome and raises `SendFailed` on failure.
+    `error`). `await handle` waits for the outcome, returns the handle confirmed and raises
+    `SendFailed` on failure; so `await session.send_message(...)` is a confirmed send.
     """
 
     def __init__(self, session: Session, client_id: str, kind: str) -> None:
@@ -155,18 +156,23 @@ class Session:
         """Call `callback(batch)` for each change batch; returns the unregister function."""
         return self.feed.on_change(callback)
 
-    async def send_message(self, content: str, is_code: bool = False) -> SendHandle:
-        """Send a message: it is in `state.messages` at once, `pending`, and the handle
-        resolves when the server has it (`confirmed`) or refuses it (`failed`)."""
+    # The sends are plain methods returning an awaitable handle: `await send_message(...)`
+    # is one await for a confirmed send, and `send_message(...)` alone gives the handle at
+    # once (the message is in `state.messages`, pending), for sending without waiting.
+
+    def send_message(self, content: str, is_code: bool = False) -> SendHandle:
+        """Send a message: it is in `state.messages` at once, `pending`; the handle resolves
+        when the server has it (`confirmed`) or refuses it (`failed`, raising `SendFailed`
+        from `await`)."""
         return self._send("message", {"content": content, "is_code": is_code})
 
-    async def add_card(self, title: str, content: str, source: str = "") -> SendHandle:
+    def add_card(self, title: str, content: str, source: str = "") -> SendHandle:
         return self._send("card.add", {"title": title, "content": content, "source": source})
 
-    async def remove_card(self, card_id: str) -> SendHandle:
+    def remove_card(self, card_id: str) -> SendHandle:
         return self._send("card.remove", {"card_id": card_id})
 
-    async def update(self, changes: dict[str, Any], base_version: int | None = None) -> SendHandle:
+    def update(self, changes: dict[str, Any], base_version: int | None = None) -> SendHandle:
         """Change title, status or metadata; with `base_version`, only if the session's
         version is still that (else the handle fails with code `conflict`)."""
         data: dict[str, Any] = {"changes": dict(changes)}
