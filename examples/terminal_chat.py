@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import stat
 import sys
 from collections.abc import AsyncIterator
 from typing import Any, TextIO
@@ -27,7 +28,16 @@ def render(message: ChatMessage) -> str:
 
 
 async def stdin_lines() -> AsyncIterator[str]:
-    """Lines typed on standard input, without blocking the event loop."""
+    """Lines of standard input, without blocking the event loop.
+
+    A terminal or a pipe (`echo hi | …`) is read as a stream; a regular file (`… < notes`)
+    cannot be (asyncio has no non-blocking read for files, and reading one never blocks
+    for long), so it is read line by line directly.
+    """
+    if stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode):
+        for line in sys.stdin:
+            yield line.rstrip("\n")
+        return
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     transport, _ = await loop.connect_read_pipe(
@@ -80,7 +90,7 @@ async def run_chat(
             if line.strip() == "/quit":
                 break
             if line.strip():
-                await session.send_message(line)
+                session.send_message(line)  # no await: typing goes on while it is confirmed
         with contextlib.suppress(AttributeError):
             await source.aclose()  # type: ignore[attr-defined]
         # Let the last sends be confirmed before leaving.
