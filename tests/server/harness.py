@@ -428,6 +428,29 @@ class RawClient:
                             return Close.parse(event.data).code
                     return None
 
+    async def burst(self, frames: list[Frame]) -> None:
+        """Send `frames` in one write, so the server reads them in one go."""
+        for frame in frames:
+            self.protocol.send_text(json.dumps(frame).encode())
+        self._write()
+        await self.writer.drain()
+
+    async def until_closed(self, timeout: float = 10) -> tuple[list[Frame], int | None]:
+        """Every JSON frame read until the server's close frame (or the end of the
+        stream), and the close code (None without a close frame)."""
+        got: list[Frame] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                while self._events:
+                    event = self._events.pop(0)
+                    if event.opcode is Opcode.TEXT:
+                        value = json.loads(bytes(event.data))
+                        got.extend(value if isinstance(value, list) else [value])
+                    elif event.opcode is Opcode.CLOSE:
+                        return got, Close.parse(event.data).code
+                if not await self._read_some() and not self._events:
+                    return got, None
+
     def abort(self) -> None:
         self.writer.transport.abort()
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import msgspec
 import uvicorn
@@ -66,16 +68,34 @@ def uvicorn_config(config: Config, app: FastAPI) -> uvicorn.Config:
         lifespan="on",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=10,
+        # Typed int, used as a float (asyncio.timeout): a fraction of a second works.
+        timeout_graceful_shutdown=cast(int, config.shutdown_grace_s),
         server_header=False,
         proxy_headers=True,
     )
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, telling the node the moment its shutdown begins.
+
+    uvicorn runs the app's lifespan shutdown only after every connection is gone; a
+    long-poll or SSE stream never goes by itself, so the node must answer and end them
+    first (`Node.drain`), or shutdown would wait out the whole grace period."""
+
+    def __init__(self, config: uvicorn.Config, node: Node) -> None:
+        super().__init__(config)
+        self.node = node
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.node.drain()
+        await super().shutdown(sockets)
+
+
 def run(config: Config) -> None:
-    """Serve until SIGTERM/SIGINT: stop accepting, close sockets with 1001, exit 0."""
+    """Serve until SIGTERM/SIGINT: stop accepting, answer long-polls (503), end SSE
+    streams, close sockets with 1001 once their acks are out, exit 0."""
     app = create_app(config)
-    server = uvicorn.Server(uvicorn_config(config, app))
+    server = Server(uvicorn_config(config, app), app.state.node)
     # uvicorn re-raises a captured SIGTERM once its graceful shutdown is done; under the
     # default handler that kills the process (status -15) instead of exiting 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)

@@ -53,6 +53,9 @@ class Config:
     rate_strikes: int = 50
     rate_window_ms: int = 10_000
     log_level: str = "info"
+    #: On SIGTERM: how long in-flight work (acks, long-polls, streams) may take before
+    #: the remaining connections are cut.
+    shutdown_grace_s: float = 10.0
     #: Development mode: the chat UI may mint a token for any name (never on a shared host).
     dev: bool = False
     #: Extra settings passed to agent factories (the whole environment, by default).
@@ -121,7 +124,7 @@ _INTS = {
     "rate_window_ms",
     "uncertain_commit_ms",
 }
-_FLOATS = {"rate_limit", "agent_timeout_s"}
+_FLOATS = {"rate_limit", "agent_timeout_s", "shutdown_grace_s"}
 _BOOLS = {"dev"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

@@ -13,15 +13,16 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from tidings import PROTOCOL_VERSION
 from tidings.backends.base import StoreUnavailable
 from tidings.core.ratelimit import Strikes, TokenBucket
 from tidings.protocol import messages as wire
 from tidings.protocol.codes import CloseCode, ErrorCode, ProtocolError
-from tidings.protocol.state import ConnectionStateMachine, Input, Outcome
+from tidings.protocol.state import ConnectionStateMachine, Input, Outcome, Verdict
 from tidings.server.commits import UNKNOWN_CLOSE_REASON, OutcomeUnknown
 
 if TYPE_CHECKING:
@@ -56,6 +57,11 @@ class Connection:
             config.connect_timeout_ms / 1000, self._connect_timeout
         )
         self._expiry_timer: asyncio.TimerHandle | None = None
+        #: Sends queued on the store whose ack (or error) has not been sent yet.
+        self._inflight = 0
+        #: A close (1001 on shutdown, 4008 on rate abuse) waiting for those answers.
+        self._deferred: Callable[[], None] | None = None
+        self._deferred_timer: asyncio.TimerHandle | None = None
         node.connections.add(self)
         node.metrics.connections.inc()
 
@@ -84,6 +90,38 @@ class Connection:
         verdict = self.machine.on(input)
         if verdict.outcome is Outcome.ACCEPT:
             return True
+        if verdict.close_code in _AFTER_ANSWERS and self._busy():
+            # Every send accepted so far was taken in: its ack (or error) goes out
+            # before the close, so a client never has to guess whether it was stored.
+            # The machine is closing now: nothing more is taken in meanwhile.
+            self._backlog.clear()
+            self._deferred = partial(self._carry_out, verdict, re, message, extra)
+            self._deferred_timer = asyncio.get_running_loop().call_later(
+                self.node.config.shutdown_grace_s, self._close_deferred
+            )
+            return False
+        self._carry_out(verdict, re, message, extra)
+        return False
+
+    def _busy(self) -> bool:
+        return self._inflight > 0 or self._worker is not None
+
+    def _close_deferred(self) -> None:
+        """Carry out a deferred close: its answers are out, or waiting took too long."""
+        deferred, self._deferred = self._deferred, None
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        if deferred is not None and not self.closed:
+            deferred()
+
+    def _carry_out(
+        self,
+        verdict: Verdict,
+        re: int | None,
+        message: str | None,
+        extra: dict[str, object] | None,
+    ) -> None:
         if verdict.error is not None:
             error = ProtocolError(verdict.error, message or verdict.message, re=re, extra=extra)
             self.error(error)
@@ -93,7 +131,6 @@ class Connection:
                 self.socket.close(verdict.close_code, verdict.message)  # queue is dropped
             else:
                 self.close(verdict.close_code, message or verdict.message)
-        return False
 
     # ------------------------------------------------------------ input
 
@@ -201,6 +238,8 @@ class Connection:
         finally:
             self._worker = None
             self.socket.hold_reading(False)
+            if self._deferred is not None and not self._inflight:
+                self._close_deferred()
 
     async def _run_one(self, request: wire.Request) -> None:
         try:
@@ -252,12 +291,19 @@ class Connection:
         )
         if ack is None:
             return False
+        self._inflight += 1
         ack.add_done_callback(partial(self._acked, request.id))
         return True
 
     def _acked(self, re: int, ack: asyncio.Future[Ack]) -> None:
+        self._inflight -= 1
         if self.closed or ack.cancelled():
             return
+        self._answer(re, ack)
+        if self._deferred is not None and not self._busy():
+            self._close_deferred()
+
+    def _answer(self, re: int, ack: asyncio.Future[Ack]) -> None:
         exc = ack.exception()
         if exc is None:
             result = ack.result()
@@ -343,15 +389,20 @@ class Connection:
             return
         self.closed = True
         self.machine.on(Input.CLOSED)
-        for timer in (self._connect_timer, self._expiry_timer):
+        for timer in (self._connect_timer, self._expiry_timer, self._deferred_timer):
             if timer is not None:
                 timer.cancel()
-        self._connect_timer = self._expiry_timer = None
+        self._connect_timer = self._expiry_timer = self._deferred_timer = None
+        self._deferred = None
         if self._worker is not None:
             self._worker.cancel()
         self._backlog.clear()
         self.node.metrics.connections.dec()
         self.node.connection_closed(self)
+
+
+#: Closes that wait for the answers of the sends already accepted (within the grace).
+_AFTER_ANSWERS: Final = frozenset({CloseCode.GOING_AWAY, CloseCode.RATE_LIMITED})
 
 
 class _Closed(Exception):

@@ -31,7 +31,8 @@ def error_response(err: ProtocolError) -> Response:
     body.update({k: v for k, v in err.extra.items() if v is not None})
     headers = {}
     retry_ms = err.extra.get("retry_after_ms")
-    if err.code == ErrorCode.RATE_LIMITED and isinstance(retry_ms, int):
+    # Any error carrying a wait (rate limits, a server shutting down) says it in HTTP too.
+    if isinstance(retry_ms, int):
         headers["Retry-After"] = str(max(1, retry_ms // 1000 + 1))
     return Response(
         _encoder.encode({"error": body}),

@@ -61,6 +61,18 @@ def _store_error(exc: Exception, session_id: str) -> ProtocolError:
     return ProtocolError(ErrorCode.UNAVAILABLE, "storage is unavailable; retry later")
 
 
+#: What a long-poll answered during a shutdown is told to wait before it polls again.
+RETRY_AFTER_SHUTDOWN_MS = 1000
+
+
+def _going_away() -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.UNAVAILABLE,
+        "the server is shutting down; retry",
+        extra={"retry_after_ms": RETRY_AFTER_SHUTDOWN_MS},
+    )
+
+
 def _seq_of(message_id: str) -> int:
     """The `seq` a message id was made from (`m_42` → 42)."""
     try:
@@ -110,6 +122,10 @@ class Node:
         self._pending_checks: set[asyncio.Task[Any]] = set()
         self.writes = commits.WriteHealth(self.metrics)
         self.started = False
+        #: Set once shutdown begins (`drain`): no long-poll waits, streams are ended.
+        self.draining = False
+        #: Open SSE streams, told by `drain` that the server is going away.
+        self.streams: set[Any] = set()
 
     # ------------------------------------------------------------ life cycle
 
@@ -129,7 +145,24 @@ class Node:
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeats())
         self.started = True
 
+    def drain(self) -> None:
+        """Shutdown begins: answer every long-poll now (503), end every SSE stream.
+
+        WebSocket connections are told apart (uvicorn calls each socket's `shutdown`):
+        each closes with 1001 once the acks of its sends already accepted are out."""
+        if self.draining:
+            return
+        self.draining = True
+        for channel in self.hub.channels.values():
+            waiters, channel.waiters = channel.waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        for stream in list(self.streams):
+            stream.going_away()
+
     async def close(self) -> None:
+        self.drain()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
@@ -557,8 +590,10 @@ class Node:
         events = await self.store.read(session_id, after, limit=limit)
         if events or wait <= 0:
             return events, await self.store.head(session_id)
+        if self.draining:
+            raise _going_away()
         channel = await self.hub.channel(session_id)
-        if channel.seq <= after:
+        if channel.seq <= after and not self.draining:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             channel.waiters.append(waiter)
             try:
@@ -570,6 +605,9 @@ class Node:
                     channel.waiters.remove(waiter)
                 self.hub.release(channel)
         events = await self.store.read(session_id, after, limit=limit)
+        if not events and self.draining:
+            # Woken by the shutdown: the poller retries elsewhere (or here, restarted).
+            raise _going_away()
         return events, await self.store.head(session_id)
 
     async def message(self, user: str, session_id: str, message_id: str) -> Message:

@@ -38,6 +38,8 @@ KEEPALIVE_S: Final = 15.0
 
 _ids = itertools.count(1)
 _END: Final = b""
+#: Queued by `going_away`: the server is shutting down (compared by identity).
+_GOING_AWAY: Final = b"\0going away"
 
 
 class _Head(msgspec.Struct):
@@ -78,6 +80,19 @@ class SseSubscriber:
     def subscription_ended(self, session_id: str, why: str) -> None:
         self.ended = why
         self.socket.frames.put_nowait(_END)
+
+    def going_away(self) -> None:
+        """The server is shutting down: the stream ends after its queued frames."""
+        self.socket.frames.put_nowait(_GOING_AWAY)
+
+
+def going_away_message() -> bytes:
+    """The last SSE message before a shutdown ends the stream (EventSource reconnects
+    after its `retry` and resumes from the last id)."""
+    error = wire.Error(
+        code=str(ErrorCode.UNAVAILABLE), message="server going away; reconnect and resume"
+    )
+    return sse_message(wire.encode(error), event="going_away")
 
 
 def sse_message(frame: bytes, *, event: str | None = None) -> bytes:
@@ -160,7 +175,11 @@ def install_sse(app: FastAPI) -> None:
         async def body() -> AsyncIterator[bytes]:
             subscriber = SseSubscriber(claims.user)
             key = cast(Any, subscriber)
+            if node.draining:
+                yield going_away_message()
+                return
             channel, first = await _open(node, session_id, subscriber, resume)
+            node.streams.add(subscriber)
             try:
                 yield b"retry: 1000\n\n"
                 for frame in first:
@@ -173,6 +192,9 @@ def install_sse(app: FastAPI) -> None:
                     except TimeoutError:
                         yield b": keep-alive\n\n"
                         continue
+                    if frame is _GOING_AWAY:
+                        yield going_away_message()
+                        return
                     if frame == _END:
                         if subscriber.ended is not None:
                             error = wire.Error(
@@ -184,6 +206,7 @@ def install_sse(app: FastAPI) -> None:
                         return
                     yield sse_message(frame)
             finally:
+                node.streams.discard(subscriber)
                 channel.live.pop(key, None)
                 node.hub.release(channel)
 
