@@ -90,6 +90,16 @@ class ReplyHost(Protocol):
         ...
 
 
+class ReplyObserver(Protocol):
+    """What the runner reports about replies, for metrics (implemented by the server)."""
+
+    def first_token(self, agent: str, seconds: float) -> None:
+        """A reply by `agent` streamed its first text `seconds` after it started."""
+
+    def ended(self, agent: str, outcome: str) -> None:
+        """A reply by `agent` ended: completed, failed, timed_out, cancelled or interrupted."""
+
+
 async def close_agent(agent: Agent) -> None:
     """Release an agent's resources if it has an `aclose` (the built-in agents do)."""
     aclose: Any = getattr(agent, "aclose", None)

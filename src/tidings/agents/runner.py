@@ -28,14 +28,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
 
-from tidings.agents.base import Agent, AgentError, ReplyHost, Usage
+from tidings.agents.base import Agent, AgentError, ReplyHost, ReplyObserver, Usage
 from tidings.core import rules
 from tidings.core.model import Event
 
@@ -76,6 +77,19 @@ def failure_message(error: BaseException) -> str:
     return f"{FAILED} ({type(error).__name__})."
 
 
+_OUTCOMES: Final[dict[str | None, str]] = {
+    None: "completed",
+    CANCELLED: "cancelled",
+    INTERRUPTED: "interrupted",
+    TIMED_OUT: "timed_out",
+}
+
+
+def _outcome(stop: str | None) -> str:
+    """How a reply ended, as a metric label: its stop reason named, or `failed`."""
+    return _OUTCOMES.get(stop, "failed")
+
+
 @dataclass(eq=False)
 class _Reply:
     """One running reply: its content so far and how it is being stopped, if it is."""
@@ -90,6 +104,8 @@ class _Reply:
     stop: str | None = None
     finished: bool = False
     task: asyncio.Task[None] | None = None
+    #: When the reply started, on the runner's clock (for the time to its first token).
+    started: float = 0.0
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -116,12 +132,16 @@ class AgentRunner:
         concurrency: int = 32,
         timeout_s: float = 120,
         partial_interval_s: float = 0.25,
+        observer: ReplyObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if timeout_s <= 0 or partial_interval_s < 0:
             raise ValueError("timeout_s must be positive and partial_interval_s not negative")
         self._host = host
+        self._observer = observer
+        self._clock = clock
         self._timeout_s = timeout_s
         self._partial_interval_s = partial_interval_s
         self._slots = asyncio.Semaphore(concurrency)
@@ -268,7 +288,9 @@ class AgentRunner:
             # its first reply, or another node): this message is being answered already.
             await self._safe_status(session_id, author, "idle")
             return
-        reply = _Reply(session_id, str(created.data["message"]["id"]), author)
+        reply = _Reply(
+            session_id, str(created.data["message"]["id"]), author, started=self._clock()
+        )
         key = (session_id, reply.message_id)
         # Registered until the end event is stored: a snapshot taken meanwhile still gets
         # the whole content from `partial`, not an older coalesced save.
@@ -337,6 +359,8 @@ class AgentRunner:
                 if not item:
                     continue
                 offset = reply.length
+                if offset == 0 and self._observer is not None:
+                    self._observer.first_token(reply.author, self._clock() - reply.started)
                 reply.parts.append(item)
                 reply.length += len(item)
                 reply.dirty.set()
@@ -384,6 +408,8 @@ class AgentRunner:
                     log.exception("could not end the reply %s", reply.message_id)
                     return
                 await asyncio.sleep(delay)
+        if self._observer is not None:
+            self._observer.ended(reply.author, _outcome(reply.stop))
         await self._safe_status(reply.session_id, reply.author, status, error=error)
 
     async def _status(

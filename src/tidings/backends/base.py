@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from tidings.core.model import Appended, Conflict, Draft, Event, Message, Role, SessionInfo
 
@@ -43,6 +43,18 @@ class CommitUncertain(Exception):
         super().__init__(message)
         self.resolvable = resolvable
         self.cause = cause
+
+
+CommitHook = Callable[[int, float], None]
+
+
+@runtime_checkable
+class ReportsCommits(Protocol):
+    """A store that commits in groups and says so: after each durable commit it calls
+    `on_commit(events, seconds)` (when set), on whichever thread ran the commit, so the
+    hook must be cheap and safe to call from there (the node's counts are)."""
+
+    on_commit: CommitHook | None
 
 
 class EventStore(Protocol):

@@ -22,6 +22,7 @@ while holding the session's lock.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
@@ -29,7 +30,13 @@ from typing import Any, Final
 import asyncpg
 from asyncpg.transaction import Transaction
 
-from tidings.backends.base import Clock, CommitUncertain, NotFound, StoreUnavailable
+from tidings.backends.base import (
+    Clock,
+    CommitHook,
+    CommitUncertain,
+    NotFound,
+    StoreUnavailable,
+)
 from tidings.backends.postgres_sql import (
     CONNECTION_ERRORS,
     EVENT_COLUMNS,
@@ -117,6 +124,8 @@ class PostgresStore:
         self.run_commit: Callable[[asyncpg.Connection, Transaction], Awaitable[None]] = _commit
         #: Append transactions committed (for tests and metrics).
         self.commits = 0
+        #: Called after each commit with (appends, seconds): see `ReportsCommits`.
+        self.on_commit: CommitHook | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -262,6 +271,7 @@ class PostgresStore:
         without writing (duplicates of earlier events, conflicts) stands."""
         pool = self._open_pool()
         async with pool.acquire() as conn:
+            began = time.monotonic()
             transaction = conn.transaction()
             await transaction.start()
             try:
@@ -283,6 +293,8 @@ class PostgresStore:
                     for r in results
                 ]
         self.commits += 1
+        if self.on_commit is not None:
+            self.on_commit(len(requests), time.monotonic() - began)
         return results
 
     def _commit_failed(self, exc: Exception, pid: int) -> Exception:

@@ -47,7 +47,13 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from tidings.backends.base import Clock, CommitUncertain, NotFound, StoreUnavailable
+from tidings.backends.base import (
+    Clock,
+    CommitHook,
+    CommitUncertain,
+    NotFound,
+    StoreUnavailable,
+)
 from tidings.backends.rows import (
     MESSAGE_COLUMNS,
     SESSION_COLUMNS,
@@ -184,6 +190,8 @@ class SqliteStore:
         #: Transactions committed by the writer (for tests and metrics): under load it
         #: grows much more slowly than the number of appends.
         self.commits = 0
+        #: Called after each commit with (writes, seconds): see `ReportsCommits`.
+        self.on_commit: CommitHook | None = None
         #: Writes committed (appends, partial saves, session creations).
         self.writes = 0
         #: Of `commits`, those made on the event loop's thread (the writer was idle).
@@ -467,6 +475,8 @@ class SqliteStore:
         self.commits += 1
         self.writes += sum(1 for ok, _ in results if ok)
         ended = time.monotonic()
+        if self.on_commit is not None:
+            self.on_commit(len(writes), ended - began)
         if ended - began >= self.slow_commit_s:
             self._slow_until = ended + SLOW_DISK_PAUSE_S
         return results

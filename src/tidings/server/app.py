@@ -18,6 +18,7 @@ from fastapi.responses import Response
 import tidings
 from tidings.protocol.asyncapi import document
 from tidings.server import http
+from tidings.server.access import AccessLog
 from tidings.server.config import Config
 from tidings.server.node import Node
 from tidings.server.web import install_web
@@ -53,6 +54,7 @@ def create_app(config: Config, node: Node | None = None) -> FastAPI:
         return Response(asyncapi, media_type="application/json")
 
     install_web(app, config)
+    app.add_middleware(AccessLog, metrics=node.metrics)
     return app
 
 

@@ -19,7 +19,14 @@ import msgspec
 from tidings.agents.base import Agent, AgentContext, close_agent
 from tidings.agents.loader import BUILT_IN, load_agent
 from tidings.agents.runner import AgentRunner
-from tidings.backends.base import Broker, CommitUncertain, EventStore, NotFound, StoreUnavailable
+from tidings.backends.base import (
+    Broker,
+    CommitUncertain,
+    EventStore,
+    NotFound,
+    ReportsCommits,
+    StoreUnavailable,
+)
 from tidings.backends.factory import open_store
 from tidings.backends.memory_broker import MemoryBroker
 from tidings.core import rules
@@ -32,7 +39,7 @@ from tidings.protocol.codes import CloseCode, ErrorCode, ProtocolError
 from tidings.server import commits
 from tidings.server.config import Config
 from tidings.server.hub import Channel, Hub
-from tidings.server.metrics import Metrics
+from tidings.server.metrics import AgentMetrics, Metrics
 from tidings.server.websocket import Flusher, WebSocket
 
 if TYPE_CHECKING:
@@ -109,7 +116,17 @@ class Node:
             issuer=config.jwt_issuer,
         )
         self.runner = AgentRunner(
-            self, concurrency=config.agent_concurrency, timeout_s=config.agent_timeout_s
+            self,
+            concurrency=config.agent_concurrency,
+            timeout_s=config.agent_timeout_s,
+            observer=AgentMetrics(self.metrics),
+        )
+        if isinstance(self.store, ReportsCommits):
+            self.store.on_commit = self.metrics.observe_commit
+        self.metrics.watch(
+            "agent_queue_depth",
+            "Assistant replies queued and not started yet",
+            lambda: self.runner.pending(),
         )
         self.connections: set[Connection] = set()
         self._agents: dict[str, Agent | None] = {}

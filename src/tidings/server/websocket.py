@@ -74,6 +74,13 @@ def _select_subprotocol(
     return SUBPROTOCOL if SUBPROTOCOL in offered else None
 
 
+def close_code_of(protocol: ServerProtocol) -> int:
+    """The code a closed connection ended with: the one we sent, else the peer's, else
+    1006 (the socket ended without a close frame)."""
+    frame = protocol.close_sent or protocol.close_rcvd
+    return int(frame.code) if frame is not None else 1006
+
+
 class Flusher:
     """Writes every dirty socket's queue once per event-loop iteration.
 
@@ -220,6 +227,7 @@ class WebSocket(asyncio.Protocol):
         self.server_state.connections.discard(self)
         connection, self.connection = self.connection, None
         if connection is not None:
+            self.node.metrics.closes.labels(str(close_code_of(self.protocol))).inc()
             connection.on_closed()
         # The parser is a generator holding its protocol, and the EOFError that ended it
         # (kept in `parser_exc`) holds the parser's frame: two reference cycles per
