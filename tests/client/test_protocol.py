@@ -22,12 +22,14 @@ from tidings.client.protocol import (
     Route,
     close_error,
     connect_reply,
+    connect_request,
     encode,
     refresh_delay,
     resume_after,
     route,
     send_retry_s,
 )
+from tidings.protocol.messages import parse_frame
 
 S = ConnectionState
 LIVE = (S.CONNECTING, S.CONNECTED, S.RECONNECTING, S.FALLBACK)
@@ -224,3 +226,22 @@ def test_importing_the_sdk_pulls_in_no_server_dependency() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_every_request_the_core_builds_is_one_the_servers_parser_accepts() -> None:
+    link = new_link()
+    requests = [
+        connect_request(next(link.ids), "a.b.c", "tidings-py/test"),
+        link.subscribe("s_1", None, "w"),
+        link.subscribe("s_1", 3, "w"),
+        link.unsubscribe("s_1"),
+        link.send("s_1", "tmp_a", "message", {"content": "hi", "is_code": False}),
+        link.signal("s_1", "typing", {"typing": True}),
+        link.cancel("s_1", "m_4", "w"),
+        link.refresh("d.e.f", "w"),
+        link.ping(),
+    ]
+    for request in requests:
+        assert request is not None
+        [parsed] = parse_frame(encode(request))
+        assert parsed == request, encode(request)

@@ -1,7 +1,9 @@
-"""Client-side helpers for protocol v1: decode what the server sends, build what it reads.
+"""Client-side helpers for protocol v1: decode what the server sends.
 
 The server's frames are kept as plain dicts (unknown fields must be ignored, and a newer
 server may add some), so decoding only splits batches and checks each item is an object.
+What the client sends is built from the request structs of `protocol/messages.py` (see
+`tidings/client/protocol.py`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from typing import Any, Final
 import msgspec
 
 _decoder: Final = msgspec.json.Decoder()
-_encoder: Final = msgspec.json.Encoder()
 
 Frame = dict[str, Any]
 
@@ -27,31 +28,6 @@ def decode_server_frames(data: str | bytes) -> list[Frame]:
         raise ValueError(f"malformed frame from the server: {exc}") from None
     items = value if isinstance(value, list) else [value]
     return [item for item in items if isinstance(item, dict) and isinstance(item.get("type"), str)]
-
-
-def encode_request(frame: Frame) -> str:
-    """One client request as JSON text."""
-    return _encoder.encode(frame).decode()
-
-
-def send_frame(
-    request_id: int, session: str, client_id: str, kind: str, data: dict[str, Any]
-) -> Frame:
-    return {
-        "type": "send",
-        "id": request_id,
-        "session": session,
-        "client_id": client_id,
-        "kind": kind,
-        "data": data,
-    }
-
-
-def subscribe_frame(request_id: int, session: str, after: int | None) -> Frame:
-    frame: Frame = {"type": "subscribe", "id": request_id, "session": session}
-    if after is not None:
-        frame["after"] = after
-    return frame
 
 
 def message_seq(message_id: str) -> int:
