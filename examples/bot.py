@@ -55,7 +55,9 @@ async def run_bot(
                 seen.add(message.id)
                 reply = answer(message)
                 if reply is not None:
-                    await session.send_message(reply)
+                    # No await: the reply is confirmed in the background, and the change
+                    # loop goes on (a refused reply shows as `failed` in the state).
+                    session.send_message(reply)
 
 
 def main() -> None:

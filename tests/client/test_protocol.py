@@ -3,13 +3,16 @@ matching, re-sends per link, heartbeats and the small rules, all without a netwo
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import tidings.client
 from tidings.client.errors import AuthError, TidingsError
 from tidings.client.protocol import (
     TRANSITIONS,
@@ -245,3 +248,36 @@ def test_every_request_the_core_builds_is_one_the_servers_parser_accepts() -> No
         assert request is not None
         [parsed] = parse_frame(encode(request))
         assert parsed == request, encode(request)
+
+
+def sdk_imports() -> dict[str, set[str]]:
+    """Module → the `tidings.client` modules it imports (TYPE_CHECKING imports included)."""
+    package = Path(tidings.client.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        name = f"tidings.client.{path.stem}" if path.stem != "__init__" else "tidings.client"
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[name] = {m for m in found if m.startswith("tidings.client.")}
+    return graph
+
+
+def test_the_sdk_modules_import_each_other_without_a_cycle() -> None:
+    graph = sdk_imports()
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' → '.join((*path, module))}"
+        if module in done:
+            return
+        for imported in graph.get(module, set()):
+            visit(imported, (*path, module))
+        done.add(module)
+
+    for module in graph:
+        visit(module, ())
+    assert len(graph) >= 12
