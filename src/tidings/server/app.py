@@ -21,6 +21,7 @@ from tidings.server import http
 from tidings.server.access import AccessLog
 from tidings.server.config import Config
 from tidings.server.node import Node
+from tidings.server.openapi import install_docs
 from tidings.server.web import install_web
 
 log = logging.getLogger("tidings.app")
@@ -43,6 +44,8 @@ def create_app(config: Config, node: Node | None = None) -> FastAPI:
         summary="Real-time session server for collaborative AI chat (protocol v1). "
         "The WebSocket endpoint is GET /v1/ws; see docs/protocol.md.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.node = node
     http.install(app)
@@ -54,6 +57,7 @@ def create_app(config: Config, node: Node | None = None) -> FastAPI:
         return Response(asyncapi, media_type="application/json")
 
     install_web(app, config)
+    install_docs(app)
     app.add_middleware(AccessLog, metrics=node.metrics)
     return app
 

@@ -8,8 +8,9 @@ import time
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from tidings.backends.base import NotFound, StoreUnavailable
@@ -17,6 +18,22 @@ from tidings.core.model import Role
 from tidings.core.ratelimit import TokenBucket
 from tidings.protocol.codes import HTTP_STATUS, ErrorCode, ProtocolError
 from tidings.server.node import Node
+from tidings.server.openapi import (
+    COMMON,
+    IN_SESSION,
+    AckOut,
+    EventsPage,
+    Health,
+    MemberAdded,
+    MemberRemoved,
+    MessageOut,
+    MessagesPage,
+    Readiness,
+    SessionList,
+    SessionOut,
+    SessionWithSnapshot,
+    errors,
+)
 
 _encoder = msgspec.json.Encoder()
 log = logging.getLogger("tidings.http")
@@ -63,14 +80,17 @@ def _node(request: Request) -> Node:
     return node
 
 
+#: The bearer scheme, documented in OpenAPI (Swagger's Authorize button); refusals are
+#: ours (401 with the error body), not FastAPI's.
+bearer = HTTPBearer(auto_error=False, description="A JWT: `tidings token USER` prints one")
+
+
 async def current_user(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
 ) -> str:
-    node = _node(request)
-    token = None
-    if authorization and authorization.lower().startswith("bearer "):
-        token = authorization[7:].strip()
-    claims = await node.authenticate(token)
+    token = credentials.credentials if credentials is not None else None
+    claims = await _node(request).authenticate(token)
     return claims.user
 
 
@@ -96,34 +116,66 @@ def build_router() -> APIRouter:
                 extra={"retry_after_ms": wait_ms},
             )
 
-    @router.post("/sessions", status_code=201, summary="Create a session; you become its owner")
+    @router.post(
+        "/sessions",
+        status_code=201,
+        summary="Create a session; you become its owner",
+        response_model=SessionOut,
+        responses=errors(*COMMON),
+    )
     async def create_session(body: CreateSession, request: Request, user: User) -> Response:
         info = await _node(request).create_session(user, title=body.title, agent=body.agent)
         return json_response(info, 201)
 
-    @router.get("/sessions", summary="The sessions you are a member of")
+    @router.get(
+        "/sessions",
+        summary="The sessions you are a member of",
+        response_model=SessionList,
+        responses=errors(*COMMON),
+    )
     async def list_sessions(request: Request, user: User) -> Response:
         sessions = await _node(request).store.list_sessions(user)
         return json_response({"sessions": sessions})
 
-    @router.get("/sessions/{session_id}", summary="A session with its snapshot")
+    @router.get(
+        "/sessions/{session_id}",
+        summary="A session with its snapshot",
+        response_model=SessionWithSnapshot,
+        responses=errors(*IN_SESSION),
+    )
     async def get_session(session_id: str, request: Request, user: User) -> Response:
         info, seq, snapshot = await _node(request).snapshot(user, session_id)
         return json_response({"session": info, "seq": seq, "snapshot": snapshot})
 
-    @router.post("/sessions/{session_id}/members", status_code=201, summary="Add a member")
+    @router.post(
+        "/sessions/{session_id}/members",
+        status_code=201,
+        summary="Add a member (owner)",
+        response_model=MemberAdded,
+        responses=errors(*IN_SESSION),
+    )
     async def add_member(
         session_id: str, body: AddMember, request: Request, user: User
     ) -> Response:
         event = await _node(request).add_member(user, session_id, body.user, body.role)
         return json_response({"user": body.user, "role": body.role, "seq": event.seq}, 201)
 
-    @router.delete("/sessions/{session_id}/members/{member}", summary="Remove a member")
+    @router.delete(
+        "/sessions/{session_id}/members/{member}",
+        summary="Remove a member (owner)",
+        response_model=MemberRemoved,
+        responses=errors(*IN_SESSION),
+    )
     async def remove_member(session_id: str, member: str, request: Request, user: User) -> Response:
         event = await _node(request).remove_member(user, session_id, member)
         return json_response({"user": member, "seq": event.seq})
 
-    @router.post("/sessions/{session_id}/events", summary="Send (same as the `send` frame)")
+    @router.post(
+        "/sessions/{session_id}/events",
+        summary="Send (same as the `send` frame): an error means not stored",
+        response_model=AckOut,
+        responses=errors(*IN_SESSION, ErrorCode.CONFLICT),
+    )
     async def send(session_id: str, body: SendBody, request: Request, user: User) -> Response:
         node = _node(request)
         rate_check(node, user)
@@ -132,7 +184,12 @@ def build_router() -> APIRouter:
         )
         return json_response(ack)
 
-    @router.get("/sessions/{session_id}/events", summary="Events after a seq; long-poll")
+    @router.get(
+        "/sessions/{session_id}/events",
+        summary="Events after a seq; with `wait`, a long-poll",
+        response_model=EventsPage,
+        responses=errors(*IN_SESSION),
+    )
     async def events(
         session_id: str,
         request: Request,
@@ -146,7 +203,12 @@ def build_router() -> APIRouter:
         )
         return json_response({"events": found, "seq": seq})
 
-    @router.get("/sessions/{session_id}/messages", summary="Older messages, newest first")
+    @router.get(
+        "/sessions/{session_id}/messages",
+        summary="Older messages, newest first",
+        response_model=MessagesPage,
+        responses=errors(*IN_SESSION),
+    )
     async def messages(
         session_id: str,
         request: Request,
@@ -161,7 +223,12 @@ def build_router() -> APIRouter:
         found = await node.store.messages(session_id, before=before, limit=limit)
         return json_response({"messages": found})
 
-    @router.get("/sessions/{session_id}/messages/{message_id}", summary="One message")
+    @router.get(
+        "/sessions/{session_id}/messages/{message_id}",
+        summary="One message (with its offset while streaming)",
+        response_model=MessageOut,
+        responses=errors(*IN_SESSION),
+    )
     async def message(session_id: str, message_id: str, request: Request, user: User) -> Response:
         return json_response(await _node(request).message(user, session_id, message_id))
 
@@ -198,11 +265,16 @@ def install(app: FastAPI) -> None:
         message = f"{first.get('msg', 'invalid request')} at {where}" if where else "invalid"
         return error_response(ProtocolError(ErrorCode.BAD_REQUEST, message))
 
-    @app.get("/healthz", summary="Liveness")
+    @app.get("/healthz", summary="Liveness", response_model=Health)
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
-    @app.get("/readyz", summary="Readiness: store and broker reachable, writes succeeding")
+    @app.get(
+        "/readyz",
+        summary="Readiness: store and broker reachable, writes succeeding",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready, with the reason"}},
+    )
     async def readyz(request: Request) -> Response:
         node = _node(request)
         try:

@@ -28,6 +28,7 @@ from tidings.core.rules import Action
 from tidings.protocol import messages as wire
 from tidings.protocol.codes import ErrorCode, ProtocolError
 from tidings.server.node import Node
+from tidings.server.openapi import IN_SESSION, errors
 
 log = logging.getLogger("tidings.sse")
 
@@ -157,7 +158,19 @@ async def _open(
 def install_sse(app: FastAPI) -> None:
     """Add `GET /v1/sessions/{session_id}/sse`."""
 
-    @app.get("/v1/sessions/{session_id}/sse", summary="Events as Server-Sent Events")
+    @app.get(
+        "/v1/sessions/{session_id}/sse",
+        summary="Events as Server-Sent Events (token in Authorization or ?token=)",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "description": "`id: <seq>` per event; `event: snapshot` first without a "
+                "resume point; resume with Last-Event-ID or ?after=",
+            },
+            **errors(*IN_SESSION),
+        },
+    )
     async def sse(
         session_id: str,
         request: Request,
