@@ -95,6 +95,8 @@ HTTP_MATRIX: dict[tuple[str, str], dict[Role, int]] = {
     ("GET", "/"): PUBLIC,
     ("GET", "/sw.js"): PUBLIC,
     ("MOUNT", "/static"): PUBLIC,
+    # Swagger UI and ReDoc's own files, served locally (no CDN).
+    ("MOUNT", "/docs-static"): PUBLIC,
     ("GET", "/v1/dev"): PUBLIC,
     # Dev sign-in mints a token for any name: off unless the server runs with --dev.
     ("POST", "/v1/dev/token"): _verdicts(404, 404, 404, 404, 404),
@@ -271,6 +273,9 @@ def _http_calls(world: World) -> dict[tuple[str, str], Call]:
     async def static(http: httpx.AsyncClient, role: Role) -> int:
         return (await http.get("/static/index.html")).status_code
 
+    async def docs_static(http: httpx.AsyncClient, role: Role) -> int:
+        return (await http.get("/docs-static/favicon.png")).status_code
+
     async def dev_token(http: httpx.AsyncClient, role: Role) -> int:
         return (await http.post("/v1/dev/token", json={"name": "olga"})).status_code
 
@@ -288,6 +293,7 @@ def _http_calls(world: World) -> dict[tuple[str, str], Call]:
         ),
         ("GET", "/v1/sessions/{session_id}/sse"): sse,
         ("MOUNT", "/static"): static,
+        ("MOUNT", "/docs-static"): docs_static,
         ("POST", "/v1/dev/token"): dev_token,
         **{
             ("GET", path): get(path)
