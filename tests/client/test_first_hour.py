@@ -5,6 +5,7 @@ the SDK, and a send is one await."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import pytest
@@ -23,7 +24,10 @@ def closed_port() -> int:
     return port
 
 
-async def test_connecting_to_a_port_nobody_listens_on_fails_fast_with_a_clear_error() -> None:
+async def test_connecting_to_a_port_nobody_listens_on_fails_fast_with_a_clear_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="tidings.client")
     url = f"ws://127.0.0.1:{closed_port()}/v1/ws"
     async with asyncio.timeout(10):  # before: connect() returned in fallback, no error
         with pytest.raises(ConnectError) as raised:
@@ -36,6 +40,10 @@ async def test_connecting_to_a_port_nobody_listens_on_fails_fast_with_a_clear_er
     assert error.last is not None  # the HTTP probe's failure, also the __cause__
     assert error.__cause__ is error.last
     assert error.attempts >= 5
+    # The log says why at INFO the first time (not only at DEBUG).
+    [first] = [r for r in caplog.records if "(1 in a row)" in r.getMessage()]
+    assert first.levelno == logging.INFO
+    assert url in first.getMessage()
 
 
 async def test_without_a_fallback_the_connect_timeout_bounds_the_wait() -> None:

@@ -426,7 +426,9 @@ class Client:
                 expected = (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, TidingsError)
                 level = logging.DEBUG if isinstance(exc, expected) else logging.WARNING
                 failures = self.machine.failures + 1
-                log.log(level, "connecting failed (%d in a row): %r", failures, exc)
+                if failures == 1 and level == logging.DEBUG:
+                    level = logging.INFO  # the first of a row says why; the rest are noise
+                log.log(level, "connecting to %s failed (%d in a row): %r", self.url, failures, exc)
                 self._apply(self.state, self.machine.attempt_failed())
                 await asyncio.sleep(self.backoff.delay(self.machine.retry_attempt()))
                 continue

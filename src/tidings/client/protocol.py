@@ -263,6 +263,7 @@ def send_retry_s(error: TidingsError) -> float | None:
 # ---------------------------------------------------------------- one link
 
 W = TypeVar("W")
+R = TypeVar("R", bound=Request)
 
 
 class Beat(StrEnum):
@@ -291,19 +292,18 @@ class LinkCore(Generic[W]):
     pending: dict[int, W] = field(default_factory=dict)
     ping_out: bool = False
 
-    def request(self, make: Any, waiter: W | None = None, **fields: Any) -> Request:
+    def request(self, make: type[R], waiter: W | None = None, **fields: Any) -> R:
         """A request with a fresh id (`make` is its struct), its waiter registered."""
         request_id = next(self.ids)
         if waiter is not None:
             self.pending[request_id] = waiter
-        request: Request = make(id=request_id, **fields)
-        return request
+        return make(id=request_id, **fields)
 
-    def subscribe(self, session: str, after: int | None, waiter: W) -> Request:
+    def subscribe(self, session: str, after: int | None, waiter: W) -> Subscribe:
         self.subscribed.add(session)
         return self.request(Subscribe, waiter, session=session, after=after)
 
-    def unsubscribe(self, session: str) -> Request:
+    def unsubscribe(self, session: str) -> Unsubscribe:
         self.subscribed.discard(session)
         return self.request(Unsubscribe, session=session)
 
@@ -319,10 +319,10 @@ class LinkCore(Generic[W]):
     def signal(self, session: str, name: str, data: dict[str, Any]) -> Signal:
         return Signal(session=session, name=name, data=data)
 
-    def cancel(self, session: str, message_id: str, waiter: W) -> Request:
+    def cancel(self, session: str, message_id: str, waiter: W) -> Cancel:
         return self.request(Cancel, waiter, session=session, message_id=message_id)
 
-    def refresh(self, token: str, waiter: W) -> Request:
+    def refresh(self, token: str, waiter: W) -> Refresh:
         return self.request(Refresh, waiter, token=token)
 
     def forget(self, request_id: int) -> None:
@@ -358,7 +358,7 @@ class LinkCore(Generic[W]):
             return Beat.PING
         return Beat.WAIT
 
-    def ping(self) -> Request:
+    def ping(self) -> Ping:
         return self.request(Ping)
 
     def lost(self) -> list[W]:
