@@ -65,7 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     if args.command == "serve":
-        from tidings.server.app import run
+        try:
+            from tidings.server.app import run
+        except ImportError as exc:
+            print(
+                f"tidings: serve needs the server's dependencies ({exc.name} is missing): "
+                "pip install 'tidings[server]'",
+                file=sys.stderr,
+            )
+            return 2
         from tidings.server.logs import configure
 
         configure(config.log_level)

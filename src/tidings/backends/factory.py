@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from tidings.backends.base import Clock, EventStore, StoreUnavailable
 from tidings.backends.memory import MemoryStore
-from tidings.backends.postgres import PostgresStore
 from tidings.backends.sqlite import SqliteStore
 
 SUPPORTED = "sqlite:///relative.db, sqlite:////absolute.db, memory://, postgresql://…"
@@ -31,6 +30,13 @@ def open_store(url: str, clock: Clock) -> EventStore:
     if scheme == "memory":
         return MemoryStore(clock)
     if scheme in ("postgresql", "postgres"):
+        try:
+            # Imported here: asyncpg is the `postgres` extra, not needed for SQLite.
+            from tidings.backends.postgres import PostgresStore
+        except ImportError as exc:
+            raise ValueError(
+                f"PostgreSQL needs asyncpg ({exc.name} is missing): pip install 'tidings[postgres]'"
+            ) from None
         return PostgresStore(url, clock)
     raise ValueError(f"unknown database URL scheme {scheme!r} in {url!r} (use {SUPPORTED})")
 
