@@ -22,7 +22,9 @@ from tidings.client.protocol import (
     ConnectionState,
     Input,
     LinkCore,
+    Probe,
     Route,
+    Startup,
     close_error,
     connect_reply,
     connect_request,
@@ -31,6 +33,7 @@ from tidings.client.protocol import (
     resume_after,
     route,
     send_retry_s,
+    startup,
 )
 from tidings.protocol.messages import parse_frame
 
@@ -281,3 +284,13 @@ def test_the_sdk_modules_import_each_other_without_a_cycle() -> None:
     for module in graph:
         visit(module, ())
     assert len(graph) >= 12
+
+
+def test_connect_returns_when_connected_or_in_a_fallback_that_answers_and_fails_fast() -> None:
+    assert startup(S.CONNECTED, Probe.NOT_YET, timed_out=False) is Startup.READY
+    assert startup(S.FALLBACK, Probe.ANSWERED, timed_out=True) is Startup.READY
+    assert startup(S.FALLBACK, Probe.NOT_YET, timed_out=False) is Startup.WAIT
+    assert startup(S.FALLBACK, Probe.FAILED, timed_out=False) is Startup.FAILED
+    assert startup(S.RECONNECTING, Probe.NOT_YET, timed_out=False) is Startup.WAIT
+    assert startup(S.RECONNECTING, Probe.NOT_YET, timed_out=True) is Startup.FAILED
+    assert startup(S.CLOSED, Probe.NOT_YET, timed_out=False) is Startup.FAILED

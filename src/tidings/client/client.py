@@ -38,12 +38,15 @@ from tidings.client.protocol import (
     ConnectionMachine,
     ConnectionState,
     Input,
+    Probe,
     Route,
+    Startup,
     Transition,
     close_error,
     refresh_delay,
     resume_after,
     route,
+    startup,
 )
 from tidings.client.session import Session
 from tidings.client.urls import http_url_of, token_claims, token_user, ws_url_of
@@ -97,8 +100,9 @@ class Client:
         self._fallback = HttpFallback(self)
         #: The last connection attempt's failure (for error messages).
         self.last_error: BaseException | None = None
-        # The HTTP fallback's probe: not yet answered, answered (None), or its failure.
-        self._probe: BaseException | bool | None = False
+        # What the HTTP fallback's probe found, and its failure.
+        self._probe = Probe.NOT_YET
+        self._probe_error: BaseException | None = None
 
     @property
     def state(self) -> ConnectionState:
@@ -127,17 +131,18 @@ class Client:
         started = time.monotonic()
         self._move(Input.START)
         self._supervisor = self.spawn(self._supervise(), "supervisor")
-        error: TidingsError | None = None
+        timed_out = False
         try:
             async with asyncio.timeout(self.options.connect_timeout_s):
-                while not self._started():
+                while self._startup(timed_out=False) is Startup.WAIT:
                     await self._state_changed.wait()
         except TimeoutError:
-            pass
-        if self.error is not None:
-            error = self.error
-        elif self.state is not ConnectionState.CONNECTED and not self._fallback_works():
-            last = self._probe if isinstance(self._probe, BaseException) else self.last_error
+            timed_out = True
+        if self._startup(timed_out=timed_out) is Startup.READY:
+            return
+        error = self.error
+        if error is None:
+            last = self._probe_error or self.last_error
             error = ConnectError(
                 self.url,
                 waited_s=time.monotonic() - started,
@@ -145,24 +150,18 @@ class Client:
                 last=last,
             )
             error.__cause__ = last
-        if error is not None:
-            await self.close()
-            raise error
+        await self.close()
+        raise error
 
-    def _fallback_works(self) -> bool:
-        return self.state is ConnectionState.FALLBACK and self._probe is None
-
-    def _started(self) -> bool:
-        if self.state in (ConnectionState.CONNECTED, ConnectionState.CLOSED):
-            return True
-        # In fallback, once its HTTP probe has answered either way.
-        return self.state is ConnectionState.FALLBACK and self._probe is not False
+    def _startup(self, *, timed_out: bool) -> Startup:
+        return startup(self.state, self._probe, timed_out=timed_out)
 
     def fallback_probed(self, error: BaseException | None) -> None:
         """What the HTTP fallback's probe found (`start` waits for it)."""
         if error is not None:
             log.info("the HTTP API does not answer either: %r", error)
-        self._probe = error
+        self._probe = Probe.ANSWERED if error is None else Probe.FAILED
+        self._probe_error = error
         self._wake()
 
     async def close(self) -> None:

@@ -11,7 +11,8 @@ by number; the comments below cite those numbers.
   one answers, sends already written on this link, sessions subscribed on it, heartbeat
   (rules 5-8, 10-12).
 - `route`: which part of the client a server frame is for (rule 13).
-- Small pure rules: `resume_after`, `refresh_delay`, `send_retry_s`, `connect_reply`.
+- Small pure rules: `resume_after`, `refresh_delay`, `send_retry_s`, `connect_reply`,
+  `startup` (when `connect()` returns or fails, rule 17).
 
 The replica (`client/replica.py`) is the other half of the core: it reconciles acks and
 events in either order and detects gaps (rules 14-16).
@@ -197,6 +198,35 @@ class ConnectionMachine:
     @property
     def closed(self) -> bool:
         return self.state is ConnectionState.CLOSED
+
+
+class Probe(StrEnum):
+    """What the HTTP fallback's first request (`GET /healthz`) found."""
+
+    NOT_YET = "not_yet"
+    ANSWERED = "answered"
+    FAILED = "failed"
+
+
+class Startup(StrEnum):
+    WAIT = "wait"
+    READY = "ready"
+    """`connect()` returns: connected, or in a fallback whose HTTP API answers."""
+    FAILED = "failed"
+    """`connect()` raises: refused (the client's error), or the server is unreachable."""
+
+
+def startup(state: ConnectionState, probe: Probe, *, timed_out: bool) -> Startup:
+    """Whether `connect()` may return yet (rule 17)."""
+    if state is ConnectionState.CONNECTED:
+        return Startup.READY
+    if state is ConnectionState.CLOSED:
+        return Startup.FAILED
+    if state is ConnectionState.FALLBACK and probe is Probe.ANSWERED:
+        return Startup.READY
+    if (state is ConnectionState.FALLBACK and probe is Probe.FAILED) or timed_out:
+        return Startup.FAILED
+    return Startup.WAIT
 
 
 # ---------------------------------------------------------------- requests
