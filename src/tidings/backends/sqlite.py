@@ -551,33 +551,43 @@ class SqliteStore:
     ) -> Appended | Conflict:
         seq, version = self._head(conn, session_id)
         key = dedupe_key(session_id, draft)
+        # On the hot path the unique index is the lookup: the insert meets a stored key
+        # (one statement, not a SELECT then an INSERT). A compare-and-set looks first,
+        # since a conflict must not hide a duplicate (`decide_append`'s order).
+        looked = key is not None and draft.base_version is not None
+        original = find_event(conn, *key) if looked and key is not None else None
+        ts = self._clock()
         decision = decide_append(
-            session_id,
-            draft,
-            seq=seq,
-            version=version,
-            original=None if key is None else find_event(conn, *key),
-            ts=self._clock(),
+            session_id, draft, seq=seq, version=version, original=original, ts=ts
         )
         if not isinstance(decision, NewEvent):
             return decision
-        self._insert_event(conn, decision)
-        return Appended(event=decision.event, duplicate=False)
+        if self._insert_event(conn, decision) or key is None:
+            return Appended(event=decision.event, duplicate=False)
+        stored = find_event(conn, *key)  # the insert met the key: decide with it
+        result = decide_append(session_id, draft, seq=seq, version=version, original=stored, ts=ts)
+        assert isinstance(result, Appended)
+        return result
 
-    def _insert_event(self, conn: sqlite3.Connection, new: NewEvent) -> None:
-        """Insert the event and its derived rows, and move the cached head on."""
+    def _insert_event(self, conn: sqlite3.Connection, new: NewEvent) -> bool:
+        """Insert the event and its derived rows, and move the cached head on; False
+        (nothing written) when its dedupe key is stored already."""
         event = new.event
         statements = derived(event.session, row_change(event))
-        conn.execute(
+        cursor = conn.execute(
             "INSERT INTO events (session_id, seq, author, client_id, kind, ts, data)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id, author, client_id)"
+            " WHERE client_id IS NOT NULL DO NOTHING",
             (*event_key(event), event.kind, event.ts, new.text),
         )
+        if cursor.rowcount == 0:
+            return False
         for sql, args in statements:
             conn.execute(sql, args)
         # Only once every statement has succeeded: a failed write leaves the cache as is.
         self._heads[event.session] = (event.seq, new.version)
         self._dirty.add(event.session)
+        return True
 
     # -- writes ----------------------------------------------------------------------
 
