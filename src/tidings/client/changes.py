@@ -90,13 +90,22 @@ class ChangeStream:
 
 
 class ChangeFeed:
-    def __init__(self, session_id: str, render: Render, *, debounce_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        render: Render,
+        *,
+        debounce_s: float = 0.05,
+        seq: Callable[[], int] = lambda: 0,
+    ) -> None:
+        """`render(what, key)` gives a changed thing's value now; `seq()` the replica's
+        seq, stamped on each batch."""
         if debounce_s < 0:
             raise ValueError("debounce_s must be >= 0")
         self.session_id = session_id
         self.debounce_s = debounce_s
         self._render = render
-        self._seq: Callable[[], int] = lambda: 0
+        self._seq = seq
         self._touched: dict[tuple[str, str | None], None] = {}
         self._callbacks: list[Callback] = []
         self._streams: set[ChangeStream] = set()

@@ -168,6 +168,20 @@ class Replica:
         """(first, last) seq to fetch: events after them are waiting."""
         return self._order.gap
 
+    @property
+    def refetch_due(self) -> bool:
+        """Some message must be refetched (see `take_refetches`)."""
+        return bool(self._refetch)
+
+    def refetch_streaming(self) -> None:
+        """Refetch every reply still streaming (a resume skipped their stream frames)."""
+        self._refetch.update(self.streaming_ids())
+
+    def set_presence(self, online: list[str]) -> None:
+        """A `presence` frame: who is online in the session now."""
+        self.state.presence = online
+        self._touch("presence")
+
     def take_refetches(self) -> set[str]:
         """Messages whose stream text has a hole: fetch them (GET …/messages/{id})."""
         out, self._refetch = self._refetch, set()

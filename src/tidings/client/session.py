@@ -129,8 +129,9 @@ class Session:
         self.host = host
         self.id = session_id
         self.replica = Replica(session_id, user=host.user)
-        self.feed = ChangeFeed(session_id, self._render, debounce_s=debounce_s)
-        self.feed._seq = lambda: self.replica.seq
+        self.feed = ChangeFeed(
+            session_id, self._render, debounce_s=debounce_s, seq=lambda: self.replica.seq
+        )
         self.outgoing: dict[str, tuple[str, dict[str, Any]]] = {}
         self.handles: dict[str, SendHandle] = {}
         self.error: TidingsError | None = None
@@ -258,8 +259,7 @@ class Session:
             self.replica.load_snapshot(int(frame["seq"]), snapshot)
         else:
             # Resumed: the replica only needs the partial text of replies it missed.
-            for message_id in self.replica.streaming_ids():
-                self.replica._refetch.add(message_id)
+            self.replica.refetch_streaming()
         self._after_input()
         self.mark_ready(None)
 
@@ -287,8 +287,7 @@ class Session:
         self._after_input()
 
     def on_presence(self, frame: Frame) -> None:
-        self.replica.state.presence = list(frame.get("online") or [])
-        self.replica._touch("presence")
+        self.replica.set_presence(list(frame.get("online") or []))
         self._after_input()
 
     def on_signal(self, frame: Frame) -> None:
@@ -334,7 +333,7 @@ class Session:
             self._finish(resolved)
         self._wake_seq_waiters()
         self.feed.touch(replica.take_touched())
-        if replica.gap is not None or replica._refetch or replica.needs_snapshot:
+        if replica.gap is not None or replica.refetch_due or replica.needs_snapshot:
             self._start_worker()
 
     # ------------------------------------------------------------ fetching what is missing
@@ -361,7 +360,7 @@ class Session:
                         if not events:
                             await asyncio.sleep(UNREADABLE_YET_S)
                         self.on_events(events)
-                    elif replica._refetch:
+                    elif replica.refetch_due:
                         for message_id in replica.take_refetches():
                             replica.receive_message(await api.message(self.id, message_id))
                         self._after_input()
