@@ -97,7 +97,7 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def run(config: Config) -> None:
+def run(config: Config, sock: socket.socket | None = None) -> None:
     """Serve until SIGTERM/SIGINT: stop accepting, answer long-polls (503), end SSE
     streams, close sockets with 1001 once their acks are out, exit 0."""
     app = create_app(config)
@@ -110,4 +110,6 @@ def run(config: Config) -> None:
     # those went from ~130 ms to ~40 ms under the S3 benchmark, a visible tail latency.
     gc.collect()
     gc.freeze()
-    server.run()
+    # A socket bound by the caller (`tidings serve`): a busy port was reported before
+    # the app started; uvicorn would start it and only then fail to bind.
+    server.run(sockets=[sock] if sock is not None else None)
