@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -232,8 +233,10 @@ def _serve(config: Config) -> int:
         sock = startup.bind(config.host, config.port)
     except ValueError as exc:
         return _fail(str(exc))
+    # Through the log (JSON lines, like everything else on stderr), for whoever reads it.
+    log = logging.getLogger("tidings.serve")
     for line in startup.banner(config, sock.getsockname()[1], agents):
-        print(line, file=sys.stderr)
+        log.info("%s", line)
     if config.dev:
         print(
             "tidings: DEV MODE: the chat UI mints a token for any name it is given. "
