@@ -7,17 +7,37 @@ import re
 import sys
 import time
 from typing import Any
+from urllib.parse import unquote_plus
 
 import msgspec
 
-_TOKEN = re.compile(r"((?:[?&]token=)|(?:[Bb]earer\s+))[^&\s\"']+")
+# Any query parameter (`?k=v`, `&k=v`, `;k=v`): its key is URL-decoded and compared
+# case-insensitively below, so `?%74oken=` or `?TOKEN=` (both read as `token` by
+# servers that decode or fold keys) cannot slip a credential past the redaction.
+_PARAM = re.compile(r"([?&;])([^=&;\s\"'?#]{1,64})=([^&;\s\"'#]*)")
+# Credentials in an Authorization-style value; the scheme is case-insensitive (RFC 9110).
+_SCHEME = re.compile(r"(?i)(\b(?:bearer|basic)\s+)[^\s\"',]+")
 # A token inside a JSON frame (the websockets library logs frames at debug level).
-_JSON_TOKEN = re.compile(r"(\"token\"\s*:\s*\")[^\"]*")
+_JSON_TOKEN = re.compile(r"(?i)(\"(?:token|access_token|authorization)\"\s*:\s*\")[^\"]*")
+_SECRET_KEYS = frozenset({"token", "access_token", "authorization", "jwt"})
+
+
+def _param(match: re.Match[str]) -> str:
+    key = match.group(2)
+    for _ in range(3):  # doubly encoded (`%2574oken`) decodes to the same key
+        key = unquote_plus(key)
+    key = key.strip().lower()
+    if key in _SECRET_KEYS:
+        return f"{match.group(1)}{match.group(2)}=[redacted]"
+    return match.group(0)
 
 
 def redact(text: str) -> str:
-    """Replace the value of `token=` query parameters and Bearer credentials."""
-    return _JSON_TOKEN.sub(r"\1[redacted]", _TOKEN.sub(r"\1[redacted]", text))
+    """Replace the value of token query parameters (however their key is spelled or
+    percent-encoded), of Bearer/Basic credentials, and of JSON `token` fields."""
+    text = _PARAM.sub(_param, text)
+    text = _SCHEME.sub(r"\1[redacted]", text)
+    return _JSON_TOKEN.sub(r"\1[redacted]", text)
 
 
 class RedactingFilter(logging.Filter):
