@@ -31,6 +31,9 @@ DESCRIPTIONS = {
     "jwt_audience": "required `aud` claim",
     "jwt_issuer": "required `iss` claim",
     "allowed_origins": "comma-separated browser origins allowed to connect (* for any)",
+    "allowed_hosts": "comma-separated host names same-origin may use "
+    "(default: localhost, 127.0.0.1, ::1 and the bind host)",
+    "metrics_token": "bearer token GET /metrics requires (default: public)",
     "agent": "default agent of new sessions: echo, openai, none or package.module:factory",
     "agents": "comma-separated further agent specs sessions may choose",
     "echo_delay_ms": "the echo agent's pause between words",

@@ -28,6 +28,12 @@ class Config:
     jwt_issuer: str | None = None
     #: Browser origins allowed to open WebSockets; same-origin and no Origin always are.
     allowed_origins: tuple[str, ...] = ()
+    #: Host names (or host:port) an Origin may name to count as same-origin; empty means
+    #: the loopback names and the bind host. DNS rebinding points a foreign name at us,
+    #: so the `Host` header alone proves nothing.
+    allowed_hosts: tuple[str, ...] = ()
+    #: When set, `GET /metrics` needs `Authorization: Bearer <metrics_token>`.
+    metrics_token: str | None = None
     agent: str = "echo"
     #: Further agent specs sessions may choose at creation (besides none, echo, openai and
     #: `agent`). Import paths are never taken from a request unless listed here.
@@ -142,6 +148,6 @@ def _convert(name: str, raw: str) -> Any:
         if raw.strip().lower() in _TRUE | _FALSE:
             return raw.strip().lower() in _TRUE
         raise ValueError(f"TIDINGS_{name.upper()} must be 1 or 0, not {raw!r}")
-    if name in ("allowed_origins", "agents"):
+    if name in ("allowed_origins", "agents", "allowed_hosts"):
         return _split(raw)
     return raw

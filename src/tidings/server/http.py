@@ -3,6 +3,7 @@ back-ends. Every route calls the node, as the WebSocket connections do."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from typing import Annotated, Any
@@ -293,6 +294,19 @@ def install(app: FastAPI) -> None:
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
+        node = _node(request)
+        expected = node.config.metrics_token
+        if expected:
+            # Constant-time, on bytes: the comparison's time says nothing about the token.
+            values = request.headers.getlist("authorization")
+            given = values[0] if len(values) == 1 else ""
+            scheme, _, credential = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                credential.strip().encode(), expected.encode()
+            ):
+                return error_response(
+                    ProtocolError(ErrorCode.UNAUTHORIZED, "metrics need the metrics token")
+                )
         return Response(_node(request).metrics.render(), media_type="text/plain; version=0.0.4")
 
     from tidings.server.sse import install_sse

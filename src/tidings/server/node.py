@@ -237,14 +237,9 @@ class Node:
     # ------------------------------------------------------------ auth
 
     def origin_allowed(self, origin: str | None, host: str | None) -> bool:
-        if origin is None:
-            return True  # not a browser
-        allowed = self.config.allowed_origins
-        if "*" in allowed or origin in allowed:
-            return True
-        # Same origin: the Origin's host:port equals the Host header.
-        bare = origin.split("://", 1)[-1].rstrip("/")
-        return host is not None and bare == host
+        from tidings.server.origins import origin_allowed
+
+        return origin_allowed(self.config, origin, host)
 
     async def authenticate(self, token: str | None) -> Claims:
         if not token:

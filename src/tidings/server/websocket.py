@@ -253,8 +253,15 @@ class WebSocket(asyncio.Protocol):
         if url.path != WS_PATH:
             self._reject(404, "no WebSocket endpoint here; use /v1/ws\n")
             return
-        origin = request.headers.get("Origin")
-        if not node.origin_allowed(origin, request.headers.get("Host")):
+        headers = request.headers
+        # One Origin, Host and Authorization at most: a repeated one is ambiguous (which
+        # does a proxy check?) and is refused, not guessed at (`get` would raise).
+        for name in ("Origin", "Host", "Authorization"):
+            if len(headers.get_all(name)) > 1:
+                self._reject(400, f"more than one {name} header\n")
+                return
+        origin = headers.get("Origin")
+        if not node.origin_allowed(origin, headers.get("Host")):
             node.metrics.origin_refused.inc()
             log.warning(
                 "refused a WebSocket upgrade from origin %r: not same-origin (Host %r) and "
