@@ -17,17 +17,19 @@ import hmac
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from enum import StrEnum
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from tests.server.harness import Client, Server
+from tests.server.harness import Client, Server, running_server
 
 #: What an attack may cost the server's resident memory. The attacks are small; a hole
 #: (an unbounded queue, a body read in full) shows as tens or hundreds of MiB.
@@ -38,9 +40,7 @@ RSS_BUDGET_MIB = 24.0
 #: marks them as expected failures (not strict: a fix lands without breaking the suite;
 #: then delete its line here).
 KNOWN_HOLES: dict[str, str] = {
-    "invalid UTF-8 in a text frame": "issue 9 point 13 (lane ws-wire): must close 1007",
-    "a close frame between fragments": "issue 9 point 13 (lane ws-wire): must be honoured",
-    "unread pongs": "issue 9 point 2 (lane ws-wire): protocol output bypasses the bound",
+    # None open now. An entry reads: "case name": "issue N point P (lane): what must hold".
 }
 
 
@@ -49,6 +49,9 @@ def known_hole(name: str) -> list[pytest.MarkDecorator]:
     hole, none otherwise."""
     reason = KNOWN_HOLES.get(name)
     return [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
+
+
+T = TypeVar("T")
 
 
 class Path_(StrEnum):
@@ -246,3 +249,37 @@ def server_errors() -> Iterator[ServerErrors]:
         yield sink
     finally:
         root.removeHandler(handler)
+
+
+class ThreadedServer:
+    """A `running_server` in a background thread's event loop; `run` runs a coroutine
+    there and waits for its result."""
+
+    def __init__(self, tmp_path: Path, **overrides: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self._stack = contextlib.AsyncExitStack()
+        self.server: Server = self.run(
+            self._stack.enter_async_context(running_server(tmp_path, **overrides))
+        )
+        self.session = self.run(self.server.create_session("fuzzer"))
+        self.run(self.server.add_member("fuzzer", self.session, "viewer", "viewer"))
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.run(self._stack.aclose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def threaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
+    server = ThreadedServer(tmp_path_factory.mktemp("fuzz-live"))
+    try:
+        yield server
+    finally:
+        server.close()

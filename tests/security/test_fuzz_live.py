@@ -13,17 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
-from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.security.attacks import ServerErrors
-from tests.server.harness import Client, Frame, Server, make_token, running_server
+from tests.security.attacks import ServerErrors, ThreadedServer
+from tests.server.harness import Client, Frame, Server, make_token
 from tidings.protocol.state import State
 from tidings.server.connection import Connection
 
@@ -39,40 +37,6 @@ LARGE = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-
-
-class ThreadedServer:
-    """A `running_server` in a background thread's event loop; `run` runs a coroutine
-    there and waits for its result."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self._stack = contextlib.AsyncExitStack()
-        self.server: Server = self.run(
-            self._stack.enter_async_context(running_server(tmp_path, rate_limit=0))
-        )
-        self.session = self.run(self.server.create_session("fuzzer"))
-        self.run(self.server.add_member("fuzzer", self.session, "viewer", "viewer"))
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.run(self._stack.aclose())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-@pytest.fixture(scope="module")
-def threaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
-    server = ThreadedServer(tmp_path_factory.mktemp("fuzz-live"))
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 SESSION = "{session}"  # replaced by the real session id when sent
