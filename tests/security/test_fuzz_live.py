@@ -39,6 +39,15 @@ LARGE = settings(
 )
 
 
+@pytest.fixture(scope="module")
+def threaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
+    server = ThreadedServer(tmp_path_factory.mktemp("fuzz-live"), rate_limit=0)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 SESSION = "{session}"  # replaced by the real session id when sent
 
 
