@@ -27,6 +27,7 @@ from tidings.backends.memory import MemoryStore
 from tidings.backends.sqlite import SqliteStore
 from tidings.core.model import Appended, Conflict, Draft, Event
 from tidings.server.node import wall_clock_ms
+from tidings.testing.history import History
 
 
 class UncertainStore(MemoryStore):
@@ -266,3 +267,67 @@ async def test_a_shutdown_during_a_lookup_ends_it_without_a_traceback(
     assert code == 1001
     assert "Exception in callback" not in caplog.text
     assert "Traceback" not in caplog.text
+
+
+async def test_commits_in_doubt_keep_every_promise_the_history_checker_knows(
+    tmp_path: Path,
+) -> None:
+    """A bounded run mixing plain commits, commits in doubt that happened, that did not,
+    and whose outcome stayed unknown (then retried), checked by `tidings.testing.history`:
+    no acked write lost, no refused write stored, no duplicate, gap or reorder."""
+    store = UncertainStore()
+    history = History()
+    modes: list[tuple[str | None, bool]] = [
+        (None, False),
+        ("committed", False),
+        ("lost", False),
+        ("committed", True),
+        ("lost", True),
+    ]
+    async with running_server(tmp_path, store=store, uncertain_commit_ms=150) as server:
+        sid = await server.create_session("al")
+        watcher = await server.client("al")
+        history.start("watcher", sid, (await watcher.subscribe(sid))["seq"])
+        sender = await server.client("al")
+        for i in range(20):
+            doubt, unreachable = modes[i % len(modes)]
+            store.doubt, store.unreachable = doubt, unreachable
+            client_id = f"op{i}"
+            while True:
+                key = history.invoke(sid, "al", client_id)
+                reply = await _answer_or_close(sender, message(f"text {i}", client_id, session=sid))
+                if reply is not None and reply["type"] == "ack":
+                    history.ok(key, reply["seq"], duplicate=reply["duplicate"])
+                    break
+                if reply is not None:
+                    history.fail(key, reply["code"])
+                    break
+                # No answer: the connection was closed. Retry once the store answers.
+                history.unknown(key)
+                assert (await sender.wait_closed())[0] == 1011
+                store.unreachable = False
+                sender = await server.client("al")
+        log = await fetch_events(server, "al", sid)
+        history.log(sid, log)
+        for frame in await watcher.events(sid, len(log) - 1):
+            history.deliver_frame("watcher", frame)
+        await sender.close()
+        await watcher.close()
+    counts = history.assert_valid()
+    assert (counts.sends, counts.acked, counts.failed, counts.unknown) == (20, 16, 4, 0)
+    assert counts.retried == 8  # the outcomes that stayed unknown, retried with their id
+    assert counts.duplicates == 4  # those whose first commit had happened
+    assert counts.delivered == counts.stored - 1 == 16
+
+
+async def _answer_or_close(client: Any, frame: dict[str, Any]) -> dict[str, Any] | None:
+    """The reply to `frame`, or None when the connection closes first."""
+    request = asyncio.ensure_future(client.request(frame))
+    closed = asyncio.ensure_future(asyncio.shield(client.closed))
+    await asyncio.wait({request, closed}, return_when=asyncio.FIRST_COMPLETED)
+    closed.cancel()
+    if request.done():
+        reply: dict[str, Any] = request.result()
+        return reply
+    request.cancel()
+    return None
