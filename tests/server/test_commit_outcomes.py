@@ -21,12 +21,22 @@ from typing import Any
 
 import pytest
 
-from tests.server.harness import Server, fetch_events, message, metric, running_server
+from tests.server.harness import (
+    Server,
+    fetch_events,
+    message,
+    metric,
+    running_server,
+    server_config,
+)
+from tidings.agents.runner import end_client_id
 from tidings.backends.base import CommitUncertain, StoreUnavailable
 from tidings.backends.memory import MemoryStore
 from tidings.backends.sqlite import SqliteStore
+from tidings.core import rules
 from tidings.core.model import Appended, Conflict, Draft, Event
-from tidings.server.node import wall_clock_ms
+from tidings.server.commits import orphaned_replies
+from tidings.server.node import Node, wall_clock_ms
 from tidings.testing.history import History
 
 
@@ -331,3 +341,30 @@ async def _answer_or_close(client: Any, frame: dict[str, Any]) -> dict[str, Any]
         return reply
     request.cancel()
     return None
+
+
+async def test_a_recovering_node_does_not_end_a_reply_the_agent_ended_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """Dedupe is per author, so the "interrupted" end a recovering node appends carries
+    the reply's author: it meets the end the agent appended on another node meanwhile."""
+    store = MemoryStore(wall_clock_ms)
+    await store.create_session("s1", title="T", agent="echo", owner="al")
+    created = await store.append("s1", rules.draft_assistant_message(author="echo"))
+    assert isinstance(created, Appended)
+    message_id = created.event.data["message"]["id"]
+    orphans = await orphaned_replies(store)  # listed while still streaming
+    assert orphans == [("s1", message_id, "echo")]
+    end = rules.draft_message_completed(
+        message_id, "done", None, author="echo", client_id=end_client_id(message_id)
+    )
+    await store.append("s1", end)  # the agent finished on the other node
+    node = Node(server_config(tmp_path), store=store)
+    await node.start()
+    try:
+        await node.runner.recover(orphans)
+    finally:
+        await node.close()
+    kinds = [e.kind for e in await store.read("s1", 0)]
+    assert kinds.count("message.completed") == 1
+    assert "message.failed" not in kinds

@@ -185,18 +185,23 @@ class AgentRunner:
         reply = self._running.get((session_id, message_id))
         return reply is not None and reply.halt(CANCELLED)
 
-    async def recover(self, streaming: list[tuple[str, str]]) -> None:
+    async def recover(self, streaming: list[tuple[str, str]] | list[tuple[str, str, str]]) -> None:
         """Mark replies orphaned by a dead process (`(session_id, message_id)`) interrupted.
 
         Each such message gets `message.failed` "interrupted", and its session an
         `agent.status` idle. Both carry client_ids derived from the message, so that two
         nodes recovering the same reply append each event once.
         """
-        for session_id, message_id in streaming:
+        for orphan in streaming:
+            session_id, message_id = orphan[0], orphan[1]
             if (session_id, message_id) in self._running:
                 continue
+            # The end carries the reply's own author when known (the agent), so that it
+            # dedupes against the end the running agent may append on another node: the
+            # store keeps one event per (author, client_id).
+            author = orphan[2] if len(orphan) > 2 else SYSTEM_AUTHOR
             failed = rules.draft_message_failed(
-                message_id, INTERRUPTED, author=SYSTEM_AUTHOR, client_id=end_client_id(message_id)
+                message_id, INTERRUPTED, author=author, client_id=end_client_id(message_id)
             )
             idle = rules.draft_agent_status(
                 "idle", author=SYSTEM_AUTHOR, client_id=f"agent:{message_id}:recovered"

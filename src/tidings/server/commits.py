@@ -120,6 +120,14 @@ async def start_reply_if_missing(
         runner.submit(session_id, agent, trigger)
 
 
+async def orphaned_replies(store: EventStore) -> list[tuple[str, str, str]]:
+    """`(session_id, message_id, author)` of every reply left streaming by a dead process.
+    With its author, the "interrupted" end a recovering node appends dedupes against the
+    end the agent may still append elsewhere (one event per (author, client_id))."""
+    orphans = await store.streaming_messages()
+    return [(s, m, (await store.message(s, m)).author) for s, m in orphans]
+
+
 class WriteHealth:
     """Whether the store's writes fail now, for operators: each failure counted by
     cause (`tidings_store_write_failures_total`), logged once per run of failures, and

@@ -155,7 +155,7 @@ class Node:
     async def start(self) -> None:
         await self.store.open()
         await self.broker.start()
-        orphans = await self.store.streaming_messages()
+        orphans = await commits.orphaned_replies(self.store)
         if orphans:
             log.info("marking %d interrupted replies as failed", len(orphans))
             await self.runner.recover(orphans)
