@@ -20,6 +20,7 @@ from tidings.protocol.asyncapi import document
 from tidings.server import http
 from tidings.server.access import AccessLog
 from tidings.server.config import Config
+from tidings.server.edge import AuthBeforeBody, edge_protocol
 from tidings.server.node import Node
 from tidings.server.openapi import install_docs
 from tidings.server.web import install_web
@@ -58,6 +59,7 @@ def create_app(config: Config, node: Node | None = None) -> FastAPI:
 
     install_web(app, config)
     install_docs(app)
+    app.add_middleware(AuthBeforeBody, node=node)
     app.add_middleware(AccessLog, metrics=node.metrics)
     return app
 
@@ -68,7 +70,9 @@ def uvicorn_config(config: Config, app: FastAPI) -> uvicorn.Config:
         app,
         host=config.host,
         port=config.port,
-        http="httptools",
+        # httptools, with head/body deadlines, size limits and a connection cap.
+        http=edge_protocol(config),
+        timeout_keep_alive=cast(int, config.http_keepalive_s),
         loop="uvloop",
         ws=node.ws_protocol(),
         lifespan="on",

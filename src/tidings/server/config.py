@@ -59,6 +59,22 @@ class Config:
     rate_strikes: int = 50
     rate_window_ms: int = 10_000
     log_level: str = "info"
+    #: HTTP edge (server/edge.py): the time a request head may take to arrive, from the
+    #: connection's start (or a later request's first byte); then 408 and close.
+    http_head_timeout_s: float = 10.0
+    #: The time a request body may take, from the end of its head.
+    http_body_timeout_s: float = 30.0
+    #: How long an idle kept-alive HTTP connection stays open.
+    http_keepalive_s: float = 5.0
+    #: Request line plus headers, in bytes (over it: 431).
+    http_max_header_bytes: int = 16_384
+    #: Header lines of one request (over them: 431).
+    http_max_headers: int = 100
+    #: Request body, in bytes (over it: 413, from Content-Length before reading).
+    http_max_body_bytes: int = 1_048_576
+    #: Open client connections, HTTP and WebSocket (over it: 503 and close); 0: the
+    #: descriptor limit (RLIMIT_NOFILE) less 64.
+    max_connections: int = 0
     #: On SIGTERM: how long in-flight work (acks, long-polls, streams) may take before
     #: the remaining connections are cut.
     shutdown_grace_s: float = 10.0
@@ -129,8 +145,19 @@ _INTS = {
     "rate_strikes",
     "rate_window_ms",
     "uncertain_commit_ms",
+    "http_max_header_bytes",
+    "http_max_headers",
+    "http_max_body_bytes",
+    "max_connections",
 }
-_FLOATS = {"rate_limit", "agent_timeout_s", "shutdown_grace_s"}
+_FLOATS = {
+    "rate_limit",
+    "agent_timeout_s",
+    "shutdown_grace_s",
+    "http_head_timeout_s",
+    "http_body_timeout_s",
+    "http_keepalive_s",
+}
 _BOOLS = {"dev"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
