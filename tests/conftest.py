@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import asyncpg
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -48,3 +52,40 @@ def jwks_url(ec_key: ec.EllipticCurvePrivateKey) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+POSTGRES_URL = os.environ.get(
+    "TIDINGS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}search_path={schema}"
+
+
+@contextlib.asynccontextmanager
+async def postgres_schema() -> AsyncIterator[str]:
+    """A DSN whose `search_path` is a new, empty schema, dropped afterwards. Skips (fails
+    under CI=true) when PostgreSQL is not reachable."""
+    url = POSTGRES_URL
+    try:
+        admin = await asyncpg.connect(url, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        reason = f"PostgreSQL is not reachable at {url}: {exc!r}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    schema = f"tidings_test_{uuid.uuid4().hex[:12]}"
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        yield _with_search_path(url, schema)
+    finally:
+        await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await admin.close()
+
+
+@pytest.fixture
+async def postgres_dsn() -> AsyncIterator[str]:
+    """A DSN whose `search_path` is a new, empty schema, dropped after the test."""
+    async with postgres_schema() as dsn:
+        yield dsn

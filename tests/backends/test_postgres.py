@@ -7,7 +7,6 @@ except under `CI=true`, where they fail.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -26,30 +25,6 @@ from .contract import EventStoreContract, FakeClock, StoreFactory, appended, mes
 pytestmark = pytest.mark.postgres
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _with_search_path(url: str, schema: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}search_path={schema}"
-
-
-@pytest.fixture
-async def postgres_dsn() -> AsyncIterator[str]:
-    """A DSN whose `search_path` is a new, empty schema, dropped after the test."""
-    url = os.environ.get("TIDINGS_TEST_POSTGRES_URL", DEFAULT_URL)
-    try:
-        admin = await asyncpg.connect(url, timeout=3)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        reason = f"PostgreSQL is not reachable at {url}: {exc!r}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    schema = f"tidings_test_{uuid.uuid4().hex[:12]}"
-    try:
-        await admin.execute(f"CREATE SCHEMA {schema}")
-        yield _with_search_path(url, schema)
-    finally:
-        await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        await admin.close()
 
 
 class TestPostgresStore(EventStoreContract):

@@ -20,6 +20,10 @@ MAX_DATA_DEPTH: Final = 16
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 RequestId = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+#: The largest seq a store can hold (a signed 64-bit integer): `after`/`before` beyond it
+#: are `bad_request`, never an overflow deep in a store.
+MAX_SEQ: Final = 2**63 - 1
+Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 
 
 # ---------------------------------------------------------------- client → server
@@ -43,7 +47,7 @@ class Refresh(Request, tag="refresh"):
 class Subscribe(Request, tag="subscribe"):
     id: RequestId
     session: Id
-    after: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    after: Seq | None = None
 
 
 class Unsubscribe(Request, tag="unsubscribe"):

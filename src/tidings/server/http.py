@@ -18,6 +18,7 @@ from tidings.backends.base import NotFound, StoreUnavailable
 from tidings.core.model import Role
 from tidings.core.ratelimit import TokenBucket
 from tidings.protocol.codes import HTTP_STATUS, ErrorCode, ProtocolError
+from tidings.protocol.messages import MAX_SEQ
 from tidings.server.node import Node
 from tidings.server.openapi import (
     COMMON,
@@ -195,7 +196,7 @@ def build_router() -> APIRouter:
         session_id: str,
         request: Request,
         user: User,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         wait: Annotated[float, Query(ge=0, le=60)] = 0,
     ) -> Response:
@@ -214,7 +215,7 @@ def build_router() -> APIRouter:
         session_id: str,
         request: Request,
         user: User,
-        before: Annotated[int | None, Query(ge=1)] = None,
+        before: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> Response:
         node = _node(request)

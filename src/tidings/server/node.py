@@ -441,11 +441,15 @@ class Node:
         except NotFound:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}") from None
         socket = conn.socket
+        caught_up: tuple[int, list[bytes]] | None = None
         if after is not None and after <= channel.seq:
             caught_up = await self.hub.catch_up(channel, conn, after)
             if conn.closed:
                 self.hub.release(channel)
                 return
+        # Checked again after the last await: a member removed meanwhile gets nothing.
+        self.recheck(channel, user)
+        if after is not None and after <= channel.seq:
             if caught_up is not None:
                 head, frames = caught_up
                 socket.push(
@@ -474,6 +478,22 @@ class Node:
             )
         )
         self._go_live(conn, channel)
+
+    def recheck(self, channel: Channel, user: str) -> None:
+        """Raise `forbidden` (releasing `channel`) unless `user` may still read the session.
+
+        Every path that reads a session for a subscriber (subscribe, SSE, long-poll) checks
+        the role once before its first await and again, here, after its last one: the
+        channel's folded state has seen every event delivered so far, a removal included,
+        and nothing can slip in between this check and going live (no await between)."""
+        role = channel.state.members.get(user)
+        if role is None or not rules.allowed(Role(role), Action.READ):
+            self.hub.release(channel)
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                "you are no longer a member of this session",
+                extra={"session": channel.session_id},
+            )
 
     def _go_live(self, conn: Connection, channel: Any) -> None:
         channel.live[conn] = None
@@ -601,7 +621,7 @@ class Node:
         await self.require(session_id, user, Action.READ)
         events = await self.store.read(session_id, after, limit=limit)
         if events or wait <= 0:
-            return events, await self.store.head(session_id)
+            return await self._readable(user, session_id, events)
         if self.draining:
             raise _going_away()
         channel = await self.hub.channel(session_id)
@@ -620,6 +640,17 @@ class Node:
         if not events and self.draining:
             # Woken by the shutdown: the poller retries elsewhere (or here, restarted).
             raise _going_away()
+        return await self._readable(user, session_id, events)
+
+    async def _readable(
+        self, user: str, session_id: str, events: list[Event]
+    ) -> tuple[list[Event], int]:
+        """What a long-poll may return after its awaits: the events up to (and including)
+        the one that removed `user`, or `forbidden` when it was removed before them."""
+        for index, event in enumerate(events):
+            if event.kind == Kind.MEMBER_REMOVED and event.data.get("user") == user:
+                return events[: index + 1], event.seq
+        await self.require(session_id, user, Action.READ)
         return events, await self.store.head(session_id)
 
     async def message(self, user: str, session_id: str, message_id: str) -> Message:

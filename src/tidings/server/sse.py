@@ -27,6 +27,7 @@ from fastapi.responses import StreamingResponse
 from tidings.core.rules import Action
 from tidings.protocol import messages as wire
 from tidings.protocol.codes import ErrorCode, ProtocolError
+from tidings.protocol.messages import MAX_SEQ
 from tidings.server.node import Node
 from tidings.server.openapi import IN_SESSION, errors
 
@@ -122,8 +123,10 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
             raise ProtocolError(
                 ErrorCode.BAD_REQUEST, "Last-Event-ID must be a seq (an integer)"
             ) from None
-        if value < 0:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "Last-Event-ID must be >= 0")
+        if not 0 <= value <= MAX_SEQ:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, f"Last-Event-ID must be a seq from 0 to {MAX_SEQ}"
+            )
         return value
     return after
 
@@ -131,26 +134,37 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
 async def _open(
     node: Node, session_id: str, subscriber: SseSubscriber, after: int | None
 ) -> tuple[Any, list[bytes]]:
-    """Join the channel: the frames to send first, and the channel (now live for us)."""
+    """Join the channel: the frames to send first, and the channel (now live for us).
+
+    As on the WebSocket: a resume point the events cannot serve (past the head, or no
+    longer retained) starts with a snapshot marked `recovered: false`, and the role is
+    checked again after the last await (a member removed meanwhile gets `forbidden`)."""
     channel = await node.hub.channel(session_id)
     first: list[bytes] = []
     key = cast(Any, subscriber)
+    recovered: bool | None = None
+    caught_up: tuple[int, list[bytes]] | None = None
     if after is not None and after < channel.seq:
         try:
             caught_up = await node.hub.catch_up(channel, key, after)
         except BaseException:
             node.hub.release(channel)
             raise
-        if caught_up is not None:
-            first.extend(caught_up[1])
-            channel.live[key] = None
-            return channel, first
-        # Not retained any more: start over from a snapshot.
-        after = None
-    if after is None:
-        snapshot = msgspec.Raw(wire.encode(node.hub.snapshot(channel)))
-        subscribed = wire.Subscribed(re=0, session=session_id, seq=channel.seq, snapshot=snapshot)
-        first.append(wire.encode(subscribed))
+    node.recheck(channel, subscriber.user)
+    if caught_up is not None:
+        first.extend(caught_up[1])
+        channel.live[key] = None
+        return channel, first
+    if after is not None and after != channel.seq:
+        recovered = False  # past the head, or no longer retained
+    elif after is not None:
+        channel.live[key] = None  # already at the head: live from here
+        return channel, first
+    snapshot = msgspec.Raw(wire.encode(node.hub.snapshot(channel)))
+    subscribed = wire.Subscribed(
+        re=0, session=session_id, seq=channel.seq, snapshot=snapshot, recovered=recovered
+    )
+    first.append(wire.encode(subscribed))
     channel.live[key] = None
     return channel, first
 
@@ -177,7 +191,7 @@ def install_sse(app: FastAPI) -> None:
         authorization: Annotated[str | None, Header()] = None,
         last_event_id: Annotated[str | None, Header()] = None,
         token: Annotated[str | None, Query()] = None,
-        after: Annotated[int | None, Query(ge=0)] = None,
+        after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
     ) -> StreamingResponse:
         node: Node = request.app.state.node
         claims = await node.authenticate(_token(authorization, token))
@@ -191,7 +205,11 @@ def install_sse(app: FastAPI) -> None:
             if node.draining:
                 yield going_away_message()
                 return
-            channel, first = await _open(node, session_id, subscriber, resume)
+            try:
+                channel, first = await _open(node, session_id, subscriber, resume)
+            except ProtocolError as refused:
+                yield sse_message(wire.encode(wire.error_from(refused)), event="error")
+                return
             node.streams.add(subscriber)
             try:
                 yield b"retry: 1000\n\n"
