@@ -8,6 +8,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ HUGE = 2**63
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Server]:
     async with contextlib.AsyncExitStack() as stack:
-        overrides = {}
+        overrides: dict[str, Any] = {}
         if request.param == "postgres":
             overrides["database_url"] = await stack.enter_async_context(postgres_schema())
         yield await stack.enter_async_context(running_server(tmp_path, **overrides))
