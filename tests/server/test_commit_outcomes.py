@@ -23,10 +23,7 @@ import asyncpg
 import pytest
 from asyncpg.transaction import Transaction
 
-from tests.backends.test_postgres import (
-    _terminate,
-    postgres_dsn,  # noqa: F401  (a fixture)
-)
+from tests.backends.test_postgres import _terminate
 from tests.server.harness import (
     Server,
     fetch_events,
@@ -380,7 +377,7 @@ async def test_a_recovering_node_does_not_end_a_reply_the_agent_ended_meanwhile(
 
 async def test_postgres_connections_lost_after_commit_keep_every_promise(
     tmp_path: Path,
-    postgres_dsn: str,  # noqa: F811  (the fixture imported above)
+    postgres_dsn: str,
 ) -> None:
     """Real asyncpg connection losses: every third append transaction commits, then its
     backend is terminated before the answer is read. Each such send is looked up and
