@@ -11,6 +11,7 @@ Everything is pure except `jwks_key`, which fetches a key set over the network.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,12 @@ def _int_claim(payload: dict[str, Any], name: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise AuthError(f"token claim `{name}` must be a number")
+    # JSON's 1e400 decodes to inf, and NaN is accepted too: neither is a time (int()
+    # of them raises), nor is a number past the 64-bit range the protocol uses.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise AuthError(f"token claim `{name}` must be a finite number")
+    if not -(2**63) <= value < 2**63:
+        raise AuthError(f"token claim `{name}` is out of range")
     return int(value)
 
 

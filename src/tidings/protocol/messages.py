@@ -12,10 +12,12 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
+from tidings.protocol import validation
 from tidings.protocol.codes import ErrorCode, ProtocolError
+from tidings.protocol.validation import check_value
 
 #: Nesting allowed inside a request's `data` (metadata, changes). Deeper is `bad_request`.
-MAX_DATA_DEPTH: Final = 16
+MAX_DATA_DEPTH: Final = validation.MAX_DATA_DEPTH
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -92,22 +94,6 @@ REQUEST_TYPES: Final[dict[str, type[Request]]] = {
 }
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    """True when `value` nests containers deeper than `limit` (iterative: no recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            if depth >= limit:
-                return True
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            if depth >= limit:
-                return True
-            stack.extend((v, depth + 1) for v in item)
-    return False
-
-
 _json_decoder: Final = msgspec.json.Decoder()
 
 
@@ -124,10 +110,9 @@ def parse_object(obj: Any) -> Request:
     if cls is None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown type {kind[:40]!r}", re=re)
     data = obj.get("data")
-    if data is not None and _depth_exceeds(data, MAX_DATA_DEPTH):
-        raise ProtocolError(
-            ErrorCode.BAD_REQUEST, f"`data` nests deeper than {MAX_DATA_DEPTH} levels", re=re
-        )
+    if data is not None:
+        # The limits HTTP bodies meet too (one layer: protocol/validation.py).
+        check_value(data, "data", re=re)
     try:
         return msgspec.convert(obj, cls)
     except msgspec.ValidationError as exc:

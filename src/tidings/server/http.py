@@ -10,15 +10,18 @@ from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tidings.backends.base import NotFound, StoreUnavailable
 from tidings.core.model import Role
 from tidings.core.ratelimit import TokenBucket
 from tidings.protocol.codes import HTTP_STATUS, ErrorCode, ProtocolError
 from tidings.protocol.messages import MAX_SEQ
+from tidings.protocol.validation import check_text, check_value
 from tidings.server.node import Node
 from tidings.server.openapi import (
     COMMON,
@@ -126,6 +129,8 @@ def build_router() -> APIRouter:
         responses=errors(*COMMON),
     )
     async def create_session(body: CreateSession, request: Request, user: User) -> Response:
+        check_text("title", body.title)
+        check_text("agent", body.agent or "")
         info = await _node(request).create_session(user, title=body.title, agent=body.agent)
         return json_response(info, 201)
 
@@ -159,6 +164,7 @@ def build_router() -> APIRouter:
     async def add_member(
         session_id: str, body: AddMember, request: Request, user: User
     ) -> Response:
+        check_text("user", body.user)
         event = await _node(request).add_member(user, session_id, body.user, body.role)
         return json_response({"user": body.user, "role": body.role, "seq": event.seq}, 201)
 
@@ -180,6 +186,10 @@ def build_router() -> APIRouter:
     )
     async def send(session_id: str, body: SendBody, request: Request, user: User) -> Response:
         node = _node(request)
+        # The WebSocket's limits (protocol/validation.py), with the same texts.
+        check_text("client_id", body.client_id)
+        check_text("kind", body.kind)
+        check_value(body.data, "data")
         rate_check(node, user)
         ack = await node.send(
             user, session_id, client_id=body.client_id, kind=body.kind, data=body.data
@@ -244,6 +254,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ProtocolError)
     async def on_protocol_error(request: Request, exc: ProtocolError) -> Response:
         return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:
+            # FastAPI could not parse the body (malformed, or too deep for json.loads):
+            # the WebSocket's answer to such a frame, in the error schema.
+            return error_response(
+                ProtocolError(ErrorCode.BAD_REQUEST, "malformed JSON or nested too deeply")
+            )
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(StoreUnavailable)
     async def on_store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
