@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.client.proxy import FaultyProxy, faulty_proxy
 from tests.server.harness import Server, running_server
 from tidings.client.client import TASK_PREFIX
+from tidings.testing.proxy import FaultyProxy, faulty_proxy
 
 
 @pytest.fixture(autouse=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.client.helpers import client_for, until
-from tests.client.proxy import FaultyProxy, faulty_proxy
 from tests.server.harness import Server, fetch_events, running_server
 from tidings.client import ChangeBatch, Client, ConnectionState, Session
+from tidings.testing.proxy import FaultyProxy, faulty_proxy
 
 USERS = ("al", "bo", "cy")
 SIXTY_WORDS = " ".join(f"word{i}" for i in range(60))

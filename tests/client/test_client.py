@@ -8,7 +8,6 @@ import time
 import pytest
 
 from tests.client.helpers import client_for, until
-from tests.client.proxy import FaultyProxy
 from tests.server.harness import SECRET, Server, make_token
 from tidings.client import (
     AuthError,
@@ -20,6 +19,7 @@ from tidings.client import (
     connect,
 )
 from tidings.core.auth import issue
+from tidings.testing.proxy import FaultyProxy
 
 
 async def test_a_sent_message_is_pending_at_once_then_confirmed_and_seen_by_others(

@@ -11,9 +11,9 @@ import socket
 import pytest
 
 from tests.client.helpers import client_for, until
-from tests.client.proxy import FaultyProxy
 from tests.server.harness import Server, make_token
 from tidings.client import ConnectError, ConnectionState, SendFailed, TidingsError, connect
+from tidings.testing.proxy import FaultyProxy
 
 
 def closed_port() -> int:
