@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from websockets.exceptions import WebSocketException
@@ -213,20 +213,24 @@ async def finish(
     owner: str,
     sessions: list[str],
     watchers: list[Watcher],
-    writers: list[Writer] = (),  # type: ignore[assignment]
+    writers: Sequence[Writer] = (),
+    *,
+    timeout: float = 20,
 ) -> Counts:
     """Read each session's log, let the watchers reach its head, then check the history."""
     for writer in writers:
         await writer.close()
-    for session in sessions:
-        events = await fetch_events(server, owner, session)
-        head = events[-1]["seq"] if events else 0
+    try:
+        for session in sessions:
+            events = await fetch_events(server, owner, session)
+            head = events[-1]["seq"] if events else 0
+            for watcher in watchers:
+                if watcher.session == session:
+                    await watcher.caught_up(head, timeout)
+            history.log(session, events)
+    finally:
         for watcher in watchers:
-            if watcher.session == session:
-                await watcher.caught_up(head)
-        history.log(session, events)
-    for watcher in watchers:
-        await watcher.stop()
+            await watcher.stop()
     return history.assert_valid()
 
 

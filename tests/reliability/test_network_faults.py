@@ -124,3 +124,28 @@ async def test_plain_http_passes_through_the_proxy_unchanged(tmp_path: Path) -> 
                 response = await client.get(f"/v1/sessions/{session}/events")
                 assert response.status_code == 200
                 assert [e["kind"] for e in response.json()["events"]] == ["member.added"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="fixed by lane authz: a catch-up over the outbound bound closes 4009 every time "
+    "(issue 10 point 4)",
+)
+async def test_a_resume_past_a_megabyte_of_missed_events_gets_every_event_once(
+    tmp_path: Path, backend: Backend, history: History
+) -> None:
+    async with running_server(tmp_path, database_url=backend.database_url, rate_limit=0) as server:
+        session = await server.create_session("al")
+        watcher = Watcher(history, lambda: server.ws_url, "al", session, "resumer")
+        writer = Writer(history, lambda: server.ws_url, "al", session)
+        await writer.send("before")
+        watcher.start()
+        await watcher.caught_up(2)
+        await watcher.stop()
+        # 1.5 MiB missed: more than the outbound queue's bound (1 MiB by default).
+        for i in range(75):
+            await writer.send(f"{i:04d}" + "x" * 20_000)
+        watcher.start()
+        counts = await finish(history, server, "al", [session], [watcher], [writer], timeout=8)
+        assert counts.acked == 76
+        assert watcher.resumes == 0, "the catch-up never closed the connection (4009)"
