@@ -41,12 +41,6 @@ RSS_BUDGET_MIB = 24.0
 #: then delete its line here).
 KNOWN_HOLES: dict[str, str] = {
     # An entry reads: "case name": "issue N point P (lane): what must hold".
-    "schemathesis GET /v1/sessions/{session_id}/events": (
-        "issue 9 point 9 (lane http-edge): `after` above 2^63-1 is a 500"
-    ),
-    "schemathesis GET /v1/sessions/{session_id}/messages": (
-        "issue 9 point 9 (lane http-edge): `before` above 2^63-1 is a 500"
-    ),
 }
 
 
