@@ -112,9 +112,13 @@ async def refusal(server: Server, token: str, path: Path_, session_id: str = "s_
             else:
                 # By hand: httpx refuses URLs over 64 KiB, and an accepted stream never
                 # ends, so only the status line is read.
-                status = await raw_status(
-                    server, f"/v1/sessions/{session_id}/sse?token={quote(token)}"
-                )
+                try:
+                    status = await raw_status(
+                        server, f"/v1/sessions/{session_id}/sse?token={quote(token)}"
+                    )
+                except ConnectionError:
+                    # Refused from the request line's first bytes, the rest reset.
+                    return "http reset"
         if status == 401:
             return "401"
         return "accepted" if status < 400 else f"http {status}"

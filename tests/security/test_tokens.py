@@ -114,7 +114,7 @@ OVERSIZED_REFUSALS = {
     Path_.HEADER: {"http 431", "http 400"},
     Path_.QUERY: {"http 414", "http 431", "http 400"},
     Path_.HTTP: {"401", "http 431", "http 400"},
-    Path_.SSE: {"401", "http 414", "http 431", "http 400"},
+    Path_.SSE: {"401", "http 414", "http 431", "http 400", "http reset"},
 }
 
 
