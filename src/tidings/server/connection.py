@@ -272,8 +272,9 @@ class Connection:
             await node.subscribe(self, request.session, request.after, request.id)
         elif isinstance(request, wire.Send):
             # Requests before it are done, so queuing the append now keeps the order.
+            assert self.user is not None
             while not self._send_nowait(request):
-                await node.warm(request.session)
+                await node.warm(request.session, self.user)
         elif isinstance(request, wire.Cancel):
             assert self.user is not None
             await node.cancel(self.user, request.session, request.message_id)

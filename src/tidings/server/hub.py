@@ -50,8 +50,9 @@ class Channel:
         self.order: OrderingBuffer[tuple[int, bytes]] = OrderingBuffer()
         #: Live subscribers, in subscription order (a dict used as an ordered set).
         self.live: dict[Connection, None] = {}
-        #: Subscribers catching up from the store, with the frames that arrived meanwhile.
-        self.pending: dict[Connection, list[tuple[int, bytes]]] = {}
+        #: Subscribers (and long-polls) being set up: catching up from the store page by
+        #: page (`server.catchup`). They get no frames here; they keep the channel in use.
+        self.joining: dict[object, None] = {}
         #: Long-poll waiters: woken at the next delivered event.
         self.waiters: list[asyncio.Future[None]] = []
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -68,7 +69,7 @@ class Channel:
         return self.state.seq
 
     def in_use(self) -> bool:
-        return bool(self.live or self.pending or self.waiters)
+        return bool(self.live or self.joining or self.waiters)
 
     # Called by the broker (possibly before `ready`): must not block.
     def on_frame(self, session_id: str, seq: int | None, frame: bytes, origin: str | None) -> None:
@@ -93,8 +94,6 @@ class Channel:
         self.state.apply(event)
         for conn in self.live:
             conn.socket.push(frame)
-        for buffered in self.pending.values():
-            buffered.append((seq, frame))
         if self.waiters:
             waiters, self.waiters = self.waiters, []
             for waiter in waiters:
@@ -114,8 +113,11 @@ class Channel:
             self._drop_member(str(event.data.get("user", "")))
 
     def _drop_member(self, user: str) -> None:
-        """A removed member's subscriptions end at once, with `forbidden` naming the session."""
-        for conn in [c for c in (*self.live, *self.pending) if c.user == user]:
+        """A removed member's subscriptions end at once, with `forbidden` naming the session.
+
+        Subscriptions still being set up are refused by their own re-check of the role,
+        made after every await of the set-up (`server.catchup`)."""
+        for conn in [c for c in self.live if c.user == user]:
             conn.subscription_ended(self.session_id, "you are no longer a member of this session")
 
     async def _save_checkpoint(self, seq: int, state: bytes) -> None:
@@ -204,26 +206,6 @@ class Hub:
         early, channel.early = channel.early, []
         for seq, frame, origin in early:
             channel.on_frame(session_id, seq, frame, origin)
-
-    async def catch_up(
-        self, channel: Channel, subscriber: Any, after: int
-    ) -> tuple[int, list[bytes]] | None:
-        """The frames that bring `subscriber` from `after` to live: the missed events read
-        from the store, then those delivered while it read. Returns `(head, frames)`, where
-        `head` is the seq the subscriber is at once they are sent, or None when the missed
-        events are no longer retained (send a snapshot instead). The caller puts the
-        subscriber in `channel.live` right after, with no await in between."""
-        head = channel.seq
-        channel.pending[subscriber] = []
-        try:
-            missed = await self.node.store.read(channel.session_id, after, limit=head - after)
-        finally:
-            buffered = channel.pending.pop(subscriber, [])
-        if len(missed) != head - after:
-            return None
-        frames = [wire.encode(event) for event in missed]
-        frames.extend(frame for seq, frame in buffered if seq > head)
-        return head, frames
 
     async def _restore(self, info: SessionInfo) -> SessionState:
         """The session's state from its latest checkpoint, or a fresh one to fold from

@@ -36,7 +36,7 @@ from tidings.core.presence import PresenceTracker
 from tidings.core.rules import Action
 from tidings.protocol import messages as wire
 from tidings.protocol.codes import CloseCode, ErrorCode, ProtocolError
-from tidings.server import commits
+from tidings.server import catchup, commits
 from tidings.server.config import Config
 from tidings.server.hub import Channel, Hub
 from tidings.server.metrics import AgentMetrics, Metrics
@@ -259,14 +259,23 @@ class Node:
     async def role(self, session_id: str, user: str) -> Role | None:
         """`user`'s role, from the session's folded state in memory.
 
-        The session's channel is opened (and kept warm for a while) even for a sender that
-        does not subscribe: it follows every event of the session, member changes included,
-        so checks are current without a store read per request."""
-        channel = await self._channel(session_id)
+        A member's first request opens the session's channel (kept warm for a while, even
+        for a sender that does not subscribe): it follows every event of the session,
+        member changes included, so checks are current without a store read per request.
+        Who is not a member is told so from the member row alone: a stranger naming a
+        session never makes the node load and fold it."""
+        channel = self.hub.ready_channel(session_id)
+        if channel is None:
+            try:
+                if await self.store.role(session_id, user) is None:
+                    return None
+            except NotFound:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}") from None
+            channel = await self._channel(session_id)
         role = channel.state.members.get(user)
         return Role(role) if role is not None else None
 
-    def _check(self, role: str | None, session_id: str, action: Action) -> Role:
+    def check(self, role: str | None, session_id: str, action: Action) -> Role:
         """`role` if it may do `action` in the session; else `forbidden` naming it."""
         if role is None or not rules.allowed(Role(role), action):
             what = "not a member of" if role is None else f"a {role} and may not {action} in"
@@ -278,7 +287,7 @@ class Node:
         return Role(role)
 
     async def require(self, session_id: str, user: str, action: Action) -> Role:
-        return self._check(await self.role(session_id, user), session_id, action)
+        return self.check(await self.role(session_id, user), session_id, action)
 
     def agent(self, name: str) -> Agent | None:
         if name not in self._agents:
@@ -355,13 +364,14 @@ class Node:
         """A client's `send`: check, append (deduped by client id), publish, start the agent."""
         ack = self.send_nowait(user, session_id, client_id=client_id, kind=kind, data=data)
         while ack is None:
-            await self.warm(session_id)
+            await self.warm(session_id, user)
             ack = self.send_nowait(user, session_id, client_id=client_id, kind=kind, data=data)
         return await ack
 
-    async def warm(self, session_id: str) -> None:
-        """Open the session's channel (its folded state), so `send_nowait` can serve it."""
-        await self._channel(session_id)
+    async def warm(self, session_id: str, user: str) -> None:
+        """Open the session's channel (its folded state), so `send_nowait` can serve it;
+        `forbidden` (from the member row, nothing folded) when `user` may not send."""
+        await self.require(session_id, user, Action.SEND)
 
     def send_nowait(
         self, user: str, session_id: str, *, client_id: str, kind: str, data: dict[str, Any]
@@ -373,7 +383,7 @@ class Node:
         if channel is None:
             return None
         draft = rules.draft_for_send(kind, data, author=user, client_id=client_id)
-        self._check(channel.state.members.get(user), session_id, Action.SEND)
+        self.check(channel.state.members.get(user), session_id, Action.SEND)
         try:
             stored = self.store.submit(session_id, draft)
         except (NotFound, StoreUnavailable) as exc:
@@ -431,71 +441,17 @@ class Node:
     async def subscribe(
         self, conn: Connection, session_id: str, after: int | None, re: int
     ) -> None:
-        """Subscribe `conn`, pushing the `subscribed` reply and any missed events onto its
-        queue, then every new event, in order, with no gap and no duplicate."""
-        user = conn.user
-        assert user is not None
-        await self.require(session_id, user, Action.READ)
+        """Subscribe `conn` (`server.catchup`: paced catch-up, role checked after awaits)."""
+        await catchup.subscribe(self, conn, session_id, after, re)
+
+    async def session_channel(self, session_id: str) -> Channel:
+        """The session's channel, opened if needed; `not_found` for an unknown session."""
         try:
-            channel = await self.hub.channel(session_id)
+            return await self.hub.channel(session_id)
         except NotFound:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}") from None
-        socket = conn.socket
-        caught_up: tuple[int, list[bytes]] | None = None
-        if after is not None and after <= channel.seq:
-            caught_up = await self.hub.catch_up(channel, conn, after)
-            if conn.closed:
-                self.hub.release(channel)
-                return
-        # Checked again after the last await: a member removed meanwhile gets nothing.
-        self.recheck(channel, user)
-        if after is not None and after <= channel.seq:
-            if caught_up is not None:
-                head, frames = caught_up
-                socket.push(
-                    wire.encode(
-                        wire.Subscribed(re=re, session=session_id, seq=head, recovered=True)
-                    )
-                )
-                for frame in frames:
-                    socket.push(frame)
-                self._go_live(conn, channel)
-                return
-            # The missed events are no longer retained: fall through to a snapshot.
-            recovered: bool | None = False
-        else:
-            recovered = None if after is None else False
-        snapshot = msgspec.Raw(wire.encode(self.hub.snapshot(channel)))
-        socket.push(
-            wire.encode(
-                wire.Subscribed(
-                    re=re,
-                    session=session_id,
-                    seq=channel.seq,
-                    snapshot=snapshot,
-                    recovered=recovered,
-                )
-            )
-        )
-        self._go_live(conn, channel)
 
-    def recheck(self, channel: Channel, user: str) -> None:
-        """Raise `forbidden` (releasing `channel`) unless `user` may still read the session.
-
-        Every path that reads a session for a subscriber (subscribe, SSE, long-poll) checks
-        the role once before its first await and again, here, after its last one: the
-        channel's folded state has seen every event delivered so far, a removal included,
-        and nothing can slip in between this check and going live (no await between)."""
-        role = channel.state.members.get(user)
-        if role is None or not rules.allowed(Role(role), Action.READ):
-            self.hub.release(channel)
-            raise ProtocolError(
-                ErrorCode.FORBIDDEN,
-                "you are no longer a member of this session",
-                extra={"session": channel.session_id},
-            )
-
-    def _go_live(self, conn: Connection, channel: Any) -> None:
+    def go_live(self, conn: Connection, channel: Channel) -> None:
         channel.live[conn] = None
         conn.subscriptions.add(channel.session_id)
         self.metrics.subscriptions.inc()
@@ -533,7 +489,7 @@ class Node:
         assert conn.user is not None
         channel = self.hub.channels.get(session_id)
         role = channel.state.members.get(conn.user) if channel is not None else None
-        self._check(role, session_id, Action.SIGNAL)
+        self.check(role, session_id, Action.SIGNAL)
         frame = wire.encode(
             wire.SignalOut(session=session_id, name=name, data=data, sender=conn.user)
         )
@@ -548,8 +504,8 @@ class Node:
         for session_id in list(conn.subscriptions):
             self.unsubscribe(conn, session_id)
         for channel in self.hub.channels.values():
-            if conn in channel.pending:
-                channel.pending.pop(conn, None)
+            if conn in channel.joining:
+                channel.joining.pop(conn, None)
                 self.hub.release(channel)
         self.connections.discard(conn)
 
@@ -618,40 +574,11 @@ class Node:
         self, user: str, session_id: str, *, after: int, limit: int, wait: float
     ) -> tuple[list[Event], int]:
         """Events after `after`; with `wait`, long-polls up to that many seconds for one."""
-        await self.require(session_id, user, Action.READ)
-        events = await self.store.read(session_id, after, limit=limit)
-        if events or wait <= 0:
-            return await self._readable(user, session_id, events)
-        if self.draining:
-            raise _going_away()
-        channel = await self.hub.channel(session_id)
-        if channel.seq <= after and not self.draining:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            channel.waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, timeout=wait)
-            except TimeoutError:
-                pass
-            finally:
-                if waiter in channel.waiters:
-                    channel.waiters.remove(waiter)
-                self.hub.release(channel)
-        events = await self.store.read(session_id, after, limit=limit)
-        if not events and self.draining:
-            # Woken by the shutdown: the poller retries elsewhere (or here, restarted).
-            raise _going_away()
-        return await self._readable(user, session_id, events)
+        return await catchup.long_poll(self, user, session_id, after=after, limit=limit, wait=wait)
 
-    async def _readable(
-        self, user: str, session_id: str, events: list[Event]
-    ) -> tuple[list[Event], int]:
-        """What a long-poll may return after its awaits: the events up to (and including)
-        the one that removed `user`, or `forbidden` when it was removed before them."""
-        for index, event in enumerate(events):
-            if event.kind == Kind.MEMBER_REMOVED and event.data.get("user") == user:
-                return events[: index + 1], event.seq
-        await self.require(session_id, user, Action.READ)
-        return events, await self.store.head(session_id)
+    def going_away(self) -> ProtocolError:
+        """What a long-poll is answered during a shutdown."""
+        return _going_away()
 
     async def message(self, user: str, session_id: str, message_id: str) -> Message:
         await self.require(session_id, user, Action.READ)

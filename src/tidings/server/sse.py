@@ -7,9 +7,11 @@ point. Without a resume point the stream opens with an `event: snapshot` (the
 `subscribed` reply, snapshot included) and goes on live from its seq.
 
 The subscriber joins the session's hub channel like a WebSocket connection does
-(`Node.subscribe`): it catches up from the store while the channel buffers for it
-(`channel.pending`), then goes live. Its queue is bounded; a consumer too slow to keep up
-has its stream ended, and resumes from its last id.
+(`server.catchup`): it catches up from the store page by page, paced by the response's
+writes, with its role checked after every await, then goes live. A resume point past
+the head (or events no longer kept) opens with `event: snapshot` and `recovered: false`,
+as the WebSocket's `subscribed` does. Its queue is bounded; a consumer too slow to keep
+up has its stream ended, and resumes from its last id.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from tidings.core.rules import Action
 from tidings.protocol import messages as wire
 from tidings.protocol.codes import ErrorCode, ProtocolError
 from tidings.protocol.messages import MAX_SEQ
+from tidings.server import catchup
+from tidings.server.hub import Channel
 from tidings.server.node import Node
 from tidings.server.openapi import IN_SESSION, errors
 
@@ -131,42 +135,38 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
     return after
 
 
-async def _open(
-    node: Node, session_id: str, subscriber: SseSubscriber, after: int | None
-) -> tuple[Any, list[bytes]]:
-    """Join the channel: the frames to send first, and the channel (now live for us).
+def _error(code: ErrorCode, message: str, session_id: str) -> bytes:
+    error = wire.Error(code=str(code), message=message, session=session_id)
+    return sse_message(wire.encode(error), event="error")
 
-    As on the WebSocket: a resume point the events cannot serve (past the head, or no
-    longer retained) starts with a snapshot marked `recovered: false`, and the role is
-    checked again after the last await (a member removed meanwhile gets `forbidden`)."""
-    channel = await node.hub.channel(session_id)
-    first: list[bytes] = []
+
+async def _join(
+    node: Node, channel: Channel, subscriber: SseSubscriber, after: int | None
+) -> AsyncIterator[bytes]:
+    """The messages that bring the stream to live, then go live (`server.catchup`).
+
+    Missed events are read in pages and yielded one by one: each yield waits for the
+    response to be written, which paces a resume at any distance to the client. The role
+    is checked after every await; the subscriber is made live with no await in between
+    the last check and its first live frame."""
     key = cast(Any, subscriber)
-    recovered: bool | None = None
-    caught_up: tuple[int, list[bytes]] | None = None
-    if after is not None and after < channel.seq:
+    user = subscriber.user
+    if after is not None and after <= channel.seq:
         try:
-            caught_up = await node.hub.catch_up(channel, key, after)
-        except BaseException:
-            node.hub.release(channel)
-            raise
-    node.recheck(channel, subscriber.user)
-    if caught_up is not None:
-        first.extend(caught_up[1])
-        channel.live[key] = None
-        return channel, first
-    if after is not None and after != channel.seq:
-        recovered = False  # past the head, or no longer retained
-    elif after is not None:
-        channel.live[key] = None  # already at the head: live from here
-        return channel, first
-    snapshot = msgspec.Raw(wire.encode(node.hub.snapshot(channel)))
-    subscribed = wire.Subscribed(
-        re=0, session=session_id, seq=channel.seq, snapshot=snapshot, recovered=recovered
-    )
-    first.append(wire.encode(subscribed))
+            async for page in catchup.missed(node, channel, user, after):
+                for event in page:
+                    yield sse_message(wire.encode(event))
+            channel.live[key] = None
+            return
+        except catchup.NotRetained:
+            pass  # the log no longer holds them: a snapshot supersedes what was sent
+    # No resume point, a resume point past the head, or missed events no longer kept:
+    # a snapshot, as the WebSocket's `subscribed`, says where the session is.
+    catchup.check_reader(node, channel, user)
+    recovered = None if after is None else False
+    frame = wire.encode(catchup.subscribed(node, channel, 0, recovered))
     channel.live[key] = None
-    return channel, first
+    yield sse_message(frame, event="snapshot")
 
 
 def install_sse(app: FastAPI) -> None:
@@ -205,17 +205,18 @@ def install_sse(app: FastAPI) -> None:
             if node.draining:
                 yield going_away_message()
                 return
-            try:
-                channel, first = await _open(node, session_id, subscriber, resume)
-            except ProtocolError as refused:
-                yield sse_message(wire.encode(wire.error_from(refused)), event="error")
-                return
+            channel = await node.session_channel(session_id)
+            channel.joining[key] = None
             node.streams.add(subscriber)
             try:
                 yield b"retry: 1000\n\n"
-                for frame in first:
-                    event = "snapshot" if frame.startswith(b'{"type":"subscribed"') else None
-                    yield sse_message(frame, event=event)
+                try:
+                    async for message in _join(node, channel, subscriber, resume):
+                        yield message
+                except ProtocolError as err:  # no longer a member, or the store failed
+                    yield _error(err.code, err.message, session_id)
+                    return
+                channel.joining.pop(key, None)
                 queue = subscriber.socket.frames
                 while True:
                     try:
@@ -228,16 +229,12 @@ def install_sse(app: FastAPI) -> None:
                         return
                     if frame == _END:
                         if subscriber.ended is not None:
-                            error = wire.Error(
-                                code=str(ErrorCode.FORBIDDEN),
-                                message=subscriber.ended,
-                                session=session_id,
-                            )
-                            yield sse_message(wire.encode(error), event="error")
+                            yield _error(ErrorCode.FORBIDDEN, subscriber.ended, session_id)
                         return
                     yield sse_message(frame)
             finally:
                 node.streams.discard(subscriber)
+                channel.joining.pop(key, None)
                 channel.live.pop(key, None)
                 node.hub.release(channel)
 

@@ -158,6 +158,8 @@ class WebSocket(asyncio.Protocol):
         self._fragments: list[bytes] = []
         self._text = True  # the opcode of the message being received: text or binary
         self._close_timer: asyncio.TimerHandle | None = None
+        #: Set while a catch-up waits for the queue to be written (`drain`).
+        self._drained: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -196,6 +198,7 @@ class WebSocket(asyncio.Protocol):
         self._update_reading()
         if self.queue:
             self.flush()
+        self._wake_drained()
 
     def hold_reading(self, hold: bool) -> None:
         """Pause (or resume) reading for the connection's own backlog of requests."""
@@ -221,6 +224,7 @@ class WebSocket(asyncio.Protocol):
         self.closing = True
         self.queue = []
         self.queued_bytes = 0
+        self._wake_drained()
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
@@ -384,7 +388,22 @@ class WebSocket(asyncio.Protocol):
             metrics = self.node.metrics
             metrics.frames_sent.inc()
             metrics.bytes_sent.inc(len(data))
+        if not self.paused:  # the transport took it all without going over its mark
+            self._wake_drained()
         return len(data)
+
+    async def drain(self) -> None:
+        """Wait until the queue is written and the transport takes more (or the socket
+        closes): how a catch-up paces itself to the peer's reading."""
+        while (self.queue or self.paused) and not self.closing:
+            if self._drained is None:
+                self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+    def _wake_drained(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     def ping(self) -> None:
         if not self.closing:
@@ -398,6 +417,7 @@ class WebSocket(asyncio.Protocol):
         self.closing = True
         self.queue = []
         self.queued_bytes = 0
+        self._wake_drained()
         try:
             self.protocol.send_close(code, reason)
         except Exception:  # the protocol is already closing: just drop the socket
@@ -448,6 +468,7 @@ class WebSocket(asyncio.Protocol):
 
     def _begin_closing(self, transport: asyncio.Transport) -> None:
         self.closing = True
+        self._wake_drained()
         if self._close_timer is None:
             self._close_timer = asyncio.get_running_loop().call_later(
                 CLOSE_TIMEOUT_S, transport.abort
