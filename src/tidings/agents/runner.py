@@ -241,6 +241,11 @@ class AgentRunner:
         """Replies running now (holding one of the `concurrency` slots)."""
         return self._active
 
+    def backlog(self, session_id: str) -> int:
+        """Replies of one session queued and not yet started."""
+        queue = self._queues.get(session_id)
+        return len(queue) if queue is not None else 0
+
     def pending(self) -> int:
         """Replies queued and not yet started, across every session."""
         return sum(len(queue) for queue in self._queues.values())

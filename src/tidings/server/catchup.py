@@ -28,6 +28,7 @@ from tidings.core.model import Event, Kind
 from tidings.core.rules import Action
 from tidings.protocol import messages as wire
 from tidings.protocol.codes import ErrorCode, ProtocolError
+from tidings.server import limits
 
 if TYPE_CHECKING:
     from tidings.server.connection import Connection
@@ -178,6 +179,19 @@ async def long_poll(
 ) -> tuple[list[Event], int]:
     """Events after `after`; with `wait`, waits up to that many seconds for one."""
     await node.require(session_id, user, Action.READ)
+    holds = wait > 0
+    if holds:  # only a poll that may wait holds a request open
+        limits.acquire(node.limits.long_polls, user, "long-polls")
+    try:
+        return await _poll(node, user, session_id, after=after, limit=limit, wait=wait)
+    finally:
+        if holds:
+            node.limits.long_polls.release(user)
+
+
+async def _poll(
+    node: Node, user: str, session_id: str, *, after: int, limit: int, wait: float
+) -> tuple[list[Event], int]:
     channel = await node.session_channel(session_id)
     key = object()  # keeps the channel in use (and its state current) while we wait
     channel.joining[key] = None

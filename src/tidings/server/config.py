@@ -50,6 +50,21 @@ class Config:
     heartbeat_ms: int = 30_000
     connect_timeout_ms: int = 10_000
     max_subscriptions: int = 100
+    #: Per-user bounds (docs/security.md, "Per-user limits"); 0 turns one off.
+    #: WebSocket connections one user may hold open at once.
+    max_connections_per_user: int = 100
+    #: Sends (and signals) per second of one user across all their connections and HTTP,
+    #: on top of each connection's own `rate_limit`; and the burst saved.
+    user_rate_limit: float = 40.0
+    user_rate_burst: int = 80
+    #: Long-polls (`GET …/events?wait=`) and SSE streams one user may hold at once.
+    max_long_polls_per_user: int = 20
+    max_streams_per_user: int = 20
+    #: Sessions one user may create per second, and the burst saved.
+    session_create_rate: float = 1.0
+    session_create_burst: int = 30
+    #: Assistant replies one session may have queued; a message over it is refused.
+    max_agent_backlog: int = 50
     agent_concurrency: int = 32
     agent_timeout_s: float = 120.0
     #: How long a send whose commit outcome is unknown waits for the store to tell
@@ -157,6 +172,8 @@ _FLOATS = {
     "http_head_timeout_s",
     "http_body_timeout_s",
     "http_keepalive_s",
+    "user_rate_limit",
+    "session_create_rate",
 }
 _BOOLS = {"dev"}
 _TRUE = {"1", "true", "yes", "on"}

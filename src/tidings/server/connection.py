@@ -24,6 +24,7 @@ from tidings.protocol import messages as wire
 from tidings.protocol.codes import CloseCode, ErrorCode, ProtocolError
 from tidings.protocol.state import ConnectionStateMachine, Input, Outcome, Verdict
 from tidings.server.commits import UNKNOWN_CLOSE_REASON, OutcomeUnknown
+from tidings.server.limits import HELD_RETRY_MS
 
 if TYPE_CHECKING:
     from tidings.server.node import Ack, Node
@@ -62,6 +63,8 @@ class Connection:
         #: A close (1001 on shutdown, 4008 on rate abuse) waiting for those answers.
         self._deferred: Callable[[], None] | None = None
         self._deferred_timer: asyncio.TimerHandle | None = None
+        #: The user whose per-user connection slot this connection holds, once connected.
+        self._holds_slot: str | None = None
         node.connections.add(self)
         node.metrics.connections.inc()
 
@@ -193,6 +196,8 @@ class Connection:
                     return request
             else:
                 if isinstance(request, wire.Subscribe):
+                    # Subscribes share the sends' bucket: each costs a catch-up or snapshot.
+                    self._rate_check(request)
                     self._subscription_check(request)
                 return request
         except ProtocolError as err:
@@ -206,8 +211,12 @@ class Connection:
     def _start(self, request: wire.Request) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._work(request))
 
-    def _rate_check(self, request: wire.Send | wire.Signal) -> None:
+    def _rate_check(self, request: wire.Send | wire.Signal | wire.Subscribe) -> None:
         wait_ms = self.bucket.take(_now_ms())
+        if not wait_ms and not isinstance(request, wire.Subscribe):
+            # The user's own rate, across all their connections (and HTTP sends).
+            assert self.user is not None
+            wait_ms = self.node.limits.sends.take(self.user, _now_ms())
         if wait_ms:
             self.node.metrics.rate_limited.inc()
             # Every `rate_limited` error carries `retry_after_ms`, the last one too.
@@ -337,6 +346,17 @@ class Connection:
         except ProtocolError as err:
             self.apply(Input.CONNECT_FAILED, re=request.id, message=err.message)
             return
+        if not self.node.limits.connections.acquire(claims.user):
+            limit = self.node.limits.connections.limit
+            self.node.metrics.rate_limited.inc()
+            self.apply(
+                Input.RATE_ABUSE,
+                re=request.id,
+                message=f"at most {limit} connections per user at once",
+                extra={"retry_after_ms": HELD_RETRY_MS},
+            )
+            return
+        self._holds_slot = claims.user
         if not self.apply(Input.CONNECT_OK):
             return
         if self._connect_timer is not None:
@@ -398,6 +418,9 @@ class Connection:
         if self._worker is not None:
             self._worker.cancel()
         self._backlog.clear()
+        if self._holds_slot is not None:
+            self.node.limits.connections.release(self._holds_slot)
+            self._holds_slot = None
         self.node.metrics.connections.dec()
         self.node.connection_closed(self)
 

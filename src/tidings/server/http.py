@@ -22,6 +22,7 @@ from tidings.core.ratelimit import TokenBucket
 from tidings.protocol.codes import HTTP_STATUS, ErrorCode, ProtocolError
 from tidings.protocol.messages import MAX_SEQ
 from tidings.protocol.validation import check_text, check_value
+from tidings.server import limits
 from tidings.server.node import Node
 from tidings.server.openapi import (
     COMMON,
@@ -191,6 +192,7 @@ def build_router() -> APIRouter:
         check_text("kind", body.kind)
         check_value(body.data, "data")
         rate_check(node, user)
+        limits.take(node.limits.sends, user, "sends")
         ack = await node.send(
             user, session_id, client_id=body.client_id, kind=body.kind, data=body.data
         )

@@ -36,7 +36,7 @@ from tidings.core.presence import PresenceTracker
 from tidings.core.rules import Action
 from tidings.protocol import messages as wire
 from tidings.protocol.codes import CloseCode, ErrorCode, ProtocolError
-from tidings.server import catchup, commits
+from tidings.server import catchup, commits, limits
 from tidings.server.config import Config
 from tidings.server.hub import Channel, Hub
 from tidings.server.metrics import AgentMetrics, Metrics
@@ -107,6 +107,7 @@ class Node:
         self.metrics = Metrics()
         self.hub = Hub(self)
         self.presence = PresenceTracker()
+        self.limits = limits.user_limits(config)
         self.auth = AuthConfig(
             algorithm=config.jwt_algorithm,
             secret=config.jwt_secret or None,
@@ -384,6 +385,8 @@ class Node:
             return None
         draft = rules.draft_for_send(kind, data, author=user, client_id=client_id)
         self.check(channel.state.members.get(user), session_id, Action.SEND)
+        if kind == "message" and channel.agent != "none":
+            self._check_backlog(session_id)
         try:
             stored = self.store.submit(session_id, draft)
         except (NotFound, StoreUnavailable) as exc:
@@ -391,6 +394,17 @@ class Node:
         ack: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         stored.add_done_callback(partial(self._sent, session_id, draft, channel.agent, ack))
         return ack
+
+    def _check_backlog(self, session_id: str) -> None:
+        """Refuse a message (before it is stored) while the session's assistant has its
+        whole backlog queued: the queue of replies stays bounded."""
+        bound = self.config.max_agent_backlog
+        if bound and self.runner.backlog(session_id) >= bound:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"the assistant has {bound} replies queued in this session; retry later",
+                extra={"retry_after_ms": limits.HELD_RETRY_MS, "session": session_id},
+            )
 
     def _sent(
         self,
@@ -548,6 +562,7 @@ class Node:
     # ------------------------------------------------------------ HTTP helpers
 
     async def create_session(self, user: str, *, title: str, agent: str | None) -> SessionInfo:
+        limits.take(self.limits.creations, user, "sessions created")
         name = agent or self.config.agent
         allowed = {*BUILT_IN, self.config.agent, *self.config.agents}
         if name not in allowed:

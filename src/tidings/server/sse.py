@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Final, cast
 
@@ -30,7 +31,7 @@ from tidings.core.rules import Action
 from tidings.protocol import messages as wire
 from tidings.protocol.codes import ErrorCode, ProtocolError
 from tidings.protocol.messages import MAX_SEQ
-from tidings.server import catchup
+from tidings.server import catchup, limits
 from tidings.server.hub import Channel
 from tidings.server.node import Node
 from tidings.server.openapi import IN_SESSION, errors
@@ -197,6 +198,15 @@ def install_sse(app: FastAPI) -> None:
         claims = await node.authenticate(_token(authorization, token))
         await node.require(session_id, claims.user, Action.READ)
         resume = _resume_point(last_event_id, after)
+        user = claims.user
+        limits.acquire(node.limits.streams, user, "SSE streams")
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                node.limits.streams.release(user)
 
         # Joined inside the body, so that leaving (in its `finally`) always follows.
         async def body() -> AsyncIterator[bytes]:
@@ -238,8 +248,18 @@ def install_sse(app: FastAPI) -> None:
                 channel.live.pop(key, None)
                 node.hub.release(channel)
 
+        async def held() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in body():
+                    yield chunk
+            finally:
+                release()
+
+        stream = held()
+        # A response never started (the client left first) never runs `held`'s finally.
+        weakref.finalize(stream, release)
         return StreamingResponse(
-            body(),
+            stream,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
