@@ -125,3 +125,26 @@ async def test_messages_over_the_assistants_backlog_are_refused_before_being_sto
         ]
         assert len(contents) == 3  # refused means not stored
         await client.close()
+
+
+async def test_the_session_list_comes_in_pages_with_a_cursor(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as server:
+        made = [await server.create_session("al", title=f"t{i}") for i in range(5)]
+        seen: list[str] = []
+        async with server.http("al") as http:
+            first = (await http.get("/v1/sessions")).json()
+            assert len(first["sessions"]) == 5  # default page: 100
+            assert first["next"] is None
+            cursor: str | None = None
+            while True:
+                params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+                page = (await http.get("/v1/sessions", params=params)).json()
+                assert len(page["sessions"]) <= 2
+                seen.extend(s["id"] for s in page["sessions"])
+                cursor = page["next"]
+                if cursor is None:
+                    break
+            assert (await http.get("/v1/sessions", params={"limit": 1001})).status_code == 400
+            stale = await http.get("/v1/sessions", params={"cursor": "s_nope"})
+            assert stale.status_code == 400
+        assert seen == list(reversed(made))

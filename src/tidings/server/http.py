@@ -103,6 +103,11 @@ async def current_user(
 User = Annotated[str, Depends(current_user)]
 
 
+#: `GET /v1/sessions`: the page size by default, and the largest one may ask for.
+SESSION_PAGE = 100
+MAX_SESSION_PAGE = 1000
+
+
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/v1")
     buckets: dict[str, TokenBucket] = {}
@@ -137,13 +142,28 @@ def build_router() -> APIRouter:
 
     @router.get(
         "/sessions",
-        summary="The sessions you are a member of",
+        summary="The sessions you are a member of, newest first, a page at a time",
         response_model=SessionList,
         responses=errors(*COMMON),
     )
-    async def list_sessions(request: Request, user: User) -> Response:
+    async def list_sessions(
+        request: Request,
+        user: User,
+        limit: Annotated[int, Query(ge=1, le=MAX_SESSION_PAGE)] = SESSION_PAGE,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> Response:
         sessions = await _node(request).store.list_sessions(user)
-        return json_response({"sessions": sessions})
+        start = 0
+        if cursor is not None:
+            # The cursor is the last id of the previous page: newer sessions join the
+            # front of the list (newest first), so the pages after it do not shift.
+            ids = [info.id for info in sessions]
+            if cursor not in ids:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "unknown cursor; list from the start")
+            start = ids.index(cursor) + 1
+        page = sessions[start : start + limit]
+        more = start + limit < len(sessions)
+        return json_response({"sessions": page, "next": page[-1].id if more and page else None})
 
     @router.get(
         "/sessions/{session_id}",

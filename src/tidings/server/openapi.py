@@ -52,6 +52,8 @@ class SessionOut(BaseModel):
 
 class SessionList(BaseModel):
     sessions: list[SessionOut]
+    #: Pass as `?cursor=` for the next page; null on the last page.
+    next: str | None = None
 
 
 class MemberOut(BaseModel):
