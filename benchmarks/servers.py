@@ -103,6 +103,9 @@ def tidings_spec(
         "tidings",
         env={
             "TIDINGS_RATE_LIMIT": "0",
+            # One benchmark user holds every connection and creates every session.
+            "TIDINGS_MAX_CONNECTIONS_PER_USER": "0",
+            "TIDINGS_SESSION_CREATE_RATE": "0",
             "TIDINGS_AGENT": agent,
             "TIDINGS_LOG_LEVEL": "warning",
         },

@@ -148,3 +148,23 @@ async def test_the_session_list_comes_in_pages_with_a_cursor(tmp_path: Path) -> 
             stale = await http.get("/v1/sessions", params={"cursor": "s_nope"})
             assert stale.status_code == 400
         assert seen == list(reversed(made))
+
+
+def test_every_per_user_limit_is_read_from_its_environment_variable() -> None:
+    from tidings.server.config import Config
+
+    env = {
+        "TIDINGS_MAX_CONNECTIONS_PER_USER": "7",
+        "TIDINGS_USER_RATE_LIMIT": "2.5",
+        "TIDINGS_USER_RATE_BURST": "9",
+        "TIDINGS_MAX_LONG_POLLS_PER_USER": "3",
+        "TIDINGS_MAX_STREAMS_PER_USER": "4",
+        "TIDINGS_SESSION_CREATE_RATE": "0.5",
+        "TIDINGS_SESSION_CREATE_BURST": "6",
+        "TIDINGS_MAX_AGENT_BACKLOG": "8",
+    }
+    config = Config.from_env(env)
+    assert (config.max_connections_per_user, config.user_rate_limit) == (7, 2.5)
+    assert (config.user_rate_burst, config.max_long_polls_per_user) == (9, 3)
+    assert (config.max_streams_per_user, config.session_create_rate) == (4, 0.5)
+    assert (config.session_create_burst, config.max_agent_backlog) == (6, 8)

@@ -317,7 +317,13 @@ async def test_an_allow_listed_origin_is_allowed_and_others_still_refused(
 # ---------------------------------------------------------------- subscriptions
 
 
-async def test_the_101st_subscription_on_one_connection_is_refused(server: Server) -> None:
+async def test_the_101st_subscription_on_one_connection_is_refused(tmp_path: Path) -> None:
+    # Subscribe and session-creation rates are not what this test is about.
+    async with running_server(tmp_path, rate_limit=0, session_create_rate=0) as server:
+        await _the_101st_subscription_is_refused(server)
+
+
+async def _the_101st_subscription_is_refused(server: Server) -> None:
     limit = server.config.max_subscriptions
     assert limit == 100
     sessions = await create_sessions(server, "al", limit + 1)

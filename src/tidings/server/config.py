@@ -164,6 +164,12 @@ _INTS = {
     "http_max_headers",
     "http_max_body_bytes",
     "max_connections",
+    "max_connections_per_user",
+    "user_rate_burst",
+    "max_long_polls_per_user",
+    "max_streams_per_user",
+    "session_create_burst",
+    "max_agent_backlog",
 }
 _FLOATS = {
     "rate_limit",

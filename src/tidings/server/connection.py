@@ -49,6 +49,9 @@ class Connection:
         self.subscriptions: set[str] = set()
         self.closed = False
         self.bucket = TokenBucket(config.rate_limit, config.rate_burst)
+        #: Subscribes get a bucket of their own, of the same size: each costs a snapshot or
+        #: a catch-up, but a client's usual subscribe-then-send burst must not share one.
+        self.subscribe_bucket = TokenBucket(config.rate_limit, config.rate_burst)
         self.strikes = Strikes(config.rate_strikes, config.rate_window_ms)
         # Requests (parsed or still raw) waiting behind the one the worker runs.
         self._backlog: deque[object] = deque()
@@ -196,7 +199,6 @@ class Connection:
                     return request
             else:
                 if isinstance(request, wire.Subscribe):
-                    # Subscribes share the sends' bucket: each costs a catch-up or snapshot.
                     self._rate_check(request)
                     self._subscription_check(request)
                 return request
@@ -212,8 +214,9 @@ class Connection:
         self._worker = asyncio.get_running_loop().create_task(self._work(request))
 
     def _rate_check(self, request: wire.Send | wire.Signal | wire.Subscribe) -> None:
-        wait_ms = self.bucket.take(_now_ms())
-        if not wait_ms and not isinstance(request, wire.Subscribe):
+        subscribe = isinstance(request, wire.Subscribe)
+        wait_ms = (self.subscribe_bucket if subscribe else self.bucket).take(_now_ms())
+        if not wait_ms and not subscribe:
             # The user's own rate, across all their connections (and HTTP sends).
             assert self.user is not None
             wait_ms = self.node.limits.sends.take(self.user, _now_ms())
