@@ -50,6 +50,10 @@ _REASONS = {
 #: Descriptors kept for the store, the listening socket, logs and the rest when the
 #: connection cap is derived from the descriptor limit.
 _FD_HEADROOM = 64
+#: After a refusal, how much more input is read and dropped, and for how long, so the
+#: peer reads the answer instead of a reset.
+_LINGER_BYTES = 8 * 1024 * 1024
+_LINGER_S = 2.0
 
 
 def connection_cap(config: Config) -> int:
@@ -80,6 +84,7 @@ class EdgeHTTP(HttpToolsProtocol):
         self._header_count = 0
         self._body_bytes = 0
         self._refused = False
+        self._linger = 0
 
     # ------------------------------------------------------------ deadlines
 
@@ -121,7 +126,17 @@ class EdgeHTTP(HttpToolsProtocol):
         if not self._in_head and self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True
             self.cycle.message_event.set()
-        transport.close()
+        if status == 503 or not transport.can_write_eof():
+            transport.close()  # over the cap: the descriptor is what must go, at once
+            return
+        # A lingering close: closing with the peer's input unread makes the kernel send
+        # a reset, and a client still sending (a big header, a body) would lose the
+        # answer. Half-close instead and read and drop the rest, bounded in bytes and
+        # time, until the peer closes.
+        transport.write_eof()
+        self._linger = _LINGER_BYTES
+        self.flow.resume_reading()
+        self._timer = self.loop.call_later(_LINGER_S, transport.close)
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -143,7 +158,11 @@ class EdgeHTTP(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
-            return  # the rest of a refused request is dropped, unread
+            # The rest of a refused request is dropped, up to the lingering bound.
+            self._linger -= len(data)
+            if self._linger < 0:
+                self.transport.close()
+            return
         limit = self.settings.http_max_header_bytes
         room = limit - self._head_bytes
         if self._in_head and len(data) > room:
