@@ -126,11 +126,6 @@ async def test_plain_http_passes_through_the_proxy_unchanged(tmp_path: Path) -> 
                 assert [e["kind"] for e in response.json()["events"]] == ["member.added"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fixed by lane authz: a catch-up over the outbound bound closes 4009 every time "
-    "(issue 10 point 4)",
-)
 async def test_a_resume_past_a_megabyte_of_missed_events_gets_every_event_once(
     tmp_path: Path, backend: Backend, history: History
 ) -> None:
