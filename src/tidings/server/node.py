@@ -38,6 +38,7 @@ from tidings.protocol import messages as wire
 from tidings.protocol.codes import CloseCode, ErrorCode, ProtocolError
 from tidings.server import catchup, commits, limits
 from tidings.server.config import Config
+from tidings.server.heartbeats import heartbeats
 from tidings.server.hub import Channel, Hub
 from tidings.server.metrics import AgentMetrics, Metrics
 from tidings.server.websocket import Flusher, WebSocket
@@ -46,10 +47,6 @@ if TYPE_CHECKING:
     from tidings.server.connection import Connection
 
 log = logging.getLogger("tidings.node")
-
-
-#: Heartbeat pings go out in this many slices over each period.
-HEARTBEAT_SLICES = 10
 
 
 class Ack(msgspec.Struct, kw_only=True):
@@ -160,7 +157,9 @@ class Node:
         if orphans:
             log.info("marking %d interrupted replies as failed", len(orphans))
             await self.runner.recover(orphans)
-        self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeats())
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            heartbeats(self.connections, self.config.heartbeat_ms / 1000)
+        )
         self.started = True
 
     def drain(self) -> None:
@@ -197,28 +196,6 @@ class Node:
         await self.broker.close()
         await self.store.close()
         self.started = False
-
-    async def _heartbeats(self) -> None:
-        """Ping every connection once a period; drop those silent for two periods.
-
-        The connections are visited a slice at a time through the period, so 10,000 of
-        them cost ten small bursts of pings rather than one stall of the event loop."""
-        period = self.config.heartbeat_ms / 1000
-        while True:
-            round_ = list(self.connections)
-            size = -(-len(round_) // HEARTBEAT_SLICES)  # ceiling division
-            for start in range(0, HEARTBEAT_SLICES * max(size, 1), max(size, 1)):
-                await asyncio.sleep(period / HEARTBEAT_SLICES)
-                deadline = time.monotonic() - 2 * period
-                for conn in round_[start : start + size]:
-                    if conn.closed:
-                        continue
-                    socket = conn.socket
-                    if socket.last_seen < deadline:
-                        socket.close(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
-                        socket.abort()
-                    else:
-                        socket.ping()
 
     def new_conn_id(self) -> str:
         return f"c_{self._prefix}{next(self._ids):x}"
