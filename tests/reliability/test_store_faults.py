@@ -28,9 +28,10 @@ postgres_only = pytest.mark.parametrize(
 
 @postgres_only
 @pytest.mark.xfail(
-    strict=True,
-    reason="fixed by lane store: asyncpg's InternalClientError ('cannot switch to state 15') "
-    "around COMMIT is answered unavailable although the commit happened (issue 10 point 1)",
+    strict=False,
+    reason="open, intermittent (about 2 runs in 3): with backends killed around COMMIT, a send "
+    "answered unavailable is later acked as a duplicate — the commit had happened "
+    "(issue 10 point 1 is not done until this passes every time)",
 )
 async def test_postgres_backends_killed_under_load_lose_no_acked_write(
     tmp_path: Path, backend: Backend, history: History
